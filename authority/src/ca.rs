@@ -1,0 +1,273 @@
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::AuthorityError;
+
+const CERT_FILE: &str = "ca.pem";
+const KEY_FILE: &str = "ca-key.pem";
+const SETTINGS_FILE: &str = "ca.json";
+
+/// What a CA directory remembers besides its key and certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSettings {
+    /// SPIFFE trust domain: agents are `spiffe://<trust_domain>/agent/<id>`.
+    pub trust_domain: String,
+    /// OID of the scope extension, as dotted text.
+    pub scope_oid: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub trust_domain: String,
+    pub common_name: String,
+    pub validity_days: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            trust_domain: "kakunin.local".into(),
+            common_name: "Kakunin Root CA".into(),
+            validity_days: 3650,
+        }
+    }
+}
+
+/// An opened CA directory: `ca.pem`, `ca-key.pem` (mode 0600), `ca.json`.
+pub struct Authority {
+    dir: PathBuf,
+    settings: CaSettings,
+    cert_pem: String,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("dir", &self.dir)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// Creates a new root CA in `dir` (created if absent). Refuses to touch a
+    /// directory that already holds one: overwriting a CA key orphans every
+    /// certificate it issued.
+    pub fn init(dir: &Path, options: &InitOptions) -> Result<Authority, AuthorityError> {
+        validate_trust_domain(&options.trust_domain)?;
+        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let cert_path = dir.join(CERT_FILE);
+        if cert_path.exists() || dir.join(KEY_FILE).exists() {
+            return Err(AuthorityError::AlreadyInitialised {
+                path: dir.display().to_string(),
+            });
+        }
+
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, options.common_name.as_str());
+        dn.push(DnType::OrganizationName, "Kakunin");
+        params.distinguished_name = dn;
+        // Path length 0: this root signs agent and server certificates only.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(i64::from(options.validity_days.max(1)));
+        params.serial_number = Some(crate::issue::random_serial()?);
+        let cert = params.self_signed(&key)?;
+
+        let settings = CaSettings {
+            trust_domain: options.trust_domain.clone(),
+            scope_oid: dotted(crate::DEFAULT_SCOPE_OID),
+        };
+        write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
+        write_file(&cert_path, cert.pem().as_bytes())?;
+        let settings_json =
+            serde_json::to_vec_pretty(&settings).map_err(|e| AuthorityError::Invalid {
+                what: "CA settings",
+                reason: e.to_string(),
+            })?;
+        write_file(&dir.join(SETTINGS_FILE), &settings_json)?;
+        Self::open(dir)
+    }
+
+    pub fn open(dir: &Path) -> Result<Authority, AuthorityError> {
+        let cert_path = dir.join(CERT_FILE);
+        if !cert_path.exists() {
+            return Err(AuthorityError::NotInitialised {
+                path: dir.display().to_string(),
+            });
+        }
+        let cert_pem = read_text(&cert_path)?;
+        let key_path = dir.join(KEY_FILE);
+        let key = KeyPair::from_pem(&read_text(&key_path)?).map_err(|e| corrupt(&key_path, e))?;
+        let settings_path = dir.join(SETTINGS_FILE);
+        let settings: CaSettings = serde_json::from_str(&read_text(&settings_path)?)
+            .map_err(|e| corrupt(&settings_path, e))?;
+        parse_oid(&settings.scope_oid).map_err(|e| corrupt(&settings_path, e))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| corrupt(&cert_path, e))?;
+        Ok(Authority {
+            dir: dir.to_path_buf(),
+            settings,
+            cert_pem,
+            issuer,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
+    /// The CA certificate (PEM): what upstreams and receivers pin.
+    pub fn certificate_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn certificate_path(&self) -> PathBuf {
+        self.dir.join(CERT_FILE)
+    }
+
+    pub(crate) fn scope_oid(&self) -> Vec<u64> {
+        // Validated in open(); the default is a safe fallback, not a guess.
+        parse_oid(&self.settings.scope_oid).unwrap_or_else(|_| crate::DEFAULT_SCOPE_OID.to_vec())
+    }
+}
+
+fn validate_trust_domain(domain: &str) -> Result<(), AuthorityError> {
+    // SPIFFE: lower-case letters, digits, '.', '-', '_'; at most 255 bytes.
+    let ok = !domain.is_empty()
+        && domain.len() <= 255
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthorityError::Invalid {
+            what: "trust domain",
+            reason: format!(
+                "{domain:?}: use lower-case letters, digits, '.', '-' and '_' (SPIFFE trust domain)"
+            ),
+        })
+    }
+}
+
+fn dotted(oid: &[u64]) -> String {
+    oid.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+}
+
+fn parse_oid(text: &str) -> Result<Vec<u64>, String> {
+    let arcs = text
+        .split('.')
+        .map(|part| part.parse::<u64>().map_err(|_| format!("bad OID {text:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if arcs.len() < 2 {
+        return Err(format!("OID {text:?} needs at least two arcs"));
+    }
+    Ok(arcs)
+}
+
+fn io(path: &Path, source: std::io::Error) -> AuthorityError {
+    AuthorityError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> AuthorityError {
+    AuthorityError::Corrupt {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, AuthorityError> {
+    fs::read_to_string(path).map_err(|e| io(path, e))
+}
+
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AuthorityError> {
+    fs::write(path, bytes).map_err(|e| io(path, e))
+}
+
+/// Writes a private key readable by its owner only, created that way so the
+/// key is never briefly world-readable.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthorityError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| io(path, e))?;
+    file.write_all(bytes).map_err(|e| io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_then_open_and_refuse_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::init(dir.path(), &InitOptions::default()).unwrap();
+        assert!(ca.certificate_pem().contains("BEGIN CERTIFICATE"));
+        let reopened = Authority::open(dir.path()).unwrap();
+        assert_eq!(reopened.settings().trust_domain, "kakunin.local");
+        let err = Authority::init(dir.path(), &InitOptions::default()).unwrap_err();
+        assert!(matches!(err, AuthorityError::AlreadyInitialised { .. }));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "CA key must not be group/world readable");
+        }
+    }
+
+    #[test]
+    fn open_reports_missing_and_corrupt_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Authority::open(dir.path()).unwrap_err(),
+            AuthorityError::NotInitialised { .. }
+        ));
+        Authority::init(dir.path(), &InitOptions::default()).unwrap();
+        fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
+        let err = Authority::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(KEY_FILE), "{err}");
+    }
+
+    #[test]
+    fn trust_domain_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            trust_domain: "Bad Domain/".into(),
+            ..InitOptions::default()
+        };
+        assert!(Authority::init(dir.path(), &options).is_err());
+    }
+}

@@ -1,0 +1,352 @@
+use rcgen::{
+    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+};
+use ring::rand::SecureRandom;
+use time::{Duration, OffsetDateTime};
+
+use crate::ca::Authority;
+use crate::{der, AuthorityError};
+
+/// Whose public key goes into the certificate.
+#[derive(Debug, Clone)]
+pub enum SubjectKey {
+    /// Make a new P-256 key here and hand it back (development, tests).
+    Generate,
+    /// A public key (PEM SubjectPublicKeyInfo) whose private half lives
+    /// elsewhere: a KMS, an HSM, another machine.
+    PublicKeyPem(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Validity {
+    Days(u32),
+    Hours(u32),
+    /// An exact window (tests of expired or not-yet-valid certificates).
+    Window {
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    },
+}
+
+impl Validity {
+    /// (not_before, not_after) as of `now`. A little back-dating tolerates
+    /// clock skew between the CA and its relying parties.
+    fn window(self, now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+        let from = now - Duration::minutes(5);
+        match self {
+            Validity::Days(d) => (from, now + Duration::days(i64::from(d))),
+            Validity::Hours(h) => (from, now + Duration::hours(i64::from(h))),
+            Validity::Window {
+                not_before,
+                not_after,
+            } => (not_before, not_after),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentRequest<'a> {
+    pub agent_id: &'a str,
+    pub policy: &'a kakunin_policy::Policy,
+    pub key: SubjectKey,
+    pub validity: Validity,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerRequest {
+    /// DNS names or IP addresses; the first is also the subject CN.
+    pub names: Vec<String>,
+    pub validity: Validity,
+}
+
+/// A freshly issued certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    /// Present only when the key was generated here.
+    pub key_pem: Option<String>,
+    /// Lower-case hex, as the signature `keyid` and the audit log show it.
+    pub serial_hex: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl Authority {
+    /// Issues an agent certificate per DESIGN.md's contract: CN = agent id,
+    /// one SPIFFE URI SAN, KU digitalSignature (critical), EKU clientAuth,
+    /// and the scope extension holding the policy's canonical JSON.
+    pub fn issue_agent(&self, request: &AgentRequest<'_>) -> Result<Issued, AuthorityError> {
+        validate_agent_id(request.agent_id)?;
+        if request.policy.agent_id() != request.agent_id {
+            return Err(AuthorityError::Invalid {
+                what: "policy",
+                reason: format!(
+                    "policy is for agent {:?}, not {:?}; a certificate must carry its own agent's scope",
+                    request.policy.agent_id(),
+                    request.agent_id
+                ),
+            });
+        }
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, request.agent_id);
+        params.distinguished_name = dn;
+        let spiffe = format!(
+            "spiffe://{}/agent/{}",
+            self.settings().trust_domain,
+            request.agent_id
+        );
+        params.subject_alt_names = vec![SanType::URI(spiffe.try_into()?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.custom_extensions = vec![CustomExtension::from_oid_content(
+            &self.scope_oid(),
+            der::utf8_string(request.policy.canonical_json()),
+        )];
+        self.sign(params, &request.key, request.validity)
+    }
+
+    /// Issues a TLS server certificate (for an upstream in tests and demos,
+    /// or an internal API that pins this CA).
+    pub fn issue_server(&self, request: &ServerRequest) -> Result<Issued, AuthorityError> {
+        let first = request.names.first().ok_or(AuthorityError::Invalid {
+            what: "server names",
+            reason: "at least one DNS name or IP address is needed".into(),
+        })?;
+        let mut params = CertificateParams::new(request.names.clone())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, first.as_str());
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params, &SubjectKey::Generate, request.validity)
+    }
+
+    fn sign(
+        &self,
+        mut params: CertificateParams,
+        key: &SubjectKey,
+        validity: Validity,
+    ) -> Result<Issued, AuthorityError> {
+        let (not_before, not_after) = validity.window(OffsetDateTime::now_utc());
+        if not_after <= not_before {
+            return Err(AuthorityError::Invalid {
+                what: "validity",
+                reason: "the certificate would expire before it becomes valid".into(),
+            });
+        }
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let serial = random_serial()?;
+        let serial_hex = hex(&serial.to_bytes());
+        params.serial_number = Some(serial);
+        params.use_authority_key_identifier_extension = true;
+
+        let (cert, key_pem) = match key {
+            SubjectKey::Generate => {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                let cert = params.signed_by(&key, &self.issuer)?;
+                (cert, Some(key.serialize_pem()))
+            }
+            SubjectKey::PublicKeyPem(pem) => {
+                let public =
+                    SubjectPublicKeyInfo::from_pem(pem).map_err(|e| AuthorityError::Invalid {
+                        what: "public key",
+                        reason: format!(
+                            "{e}; expected a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo)"
+                        ),
+                    })?;
+                (params.signed_by(&public, &self.issuer)?, None)
+            }
+        };
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem,
+            serial_hex,
+            not_after: params.not_after,
+        })
+    }
+}
+
+/// 16 random bytes, top bit clear so the DER INTEGER stays positive without
+/// padding, never zero-led so every serial has the same length.
+pub(crate) fn random_serial() -> Result<SerialNumber, AuthorityError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| AuthorityError::Invalid {
+            what: "serial number",
+            reason: "the system random number generator failed".into(),
+        })?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Agent ids become a SPIFFE path segment and a CN: keep them to characters
+/// that need no escaping anywhere.
+fn validate_agent_id(id: &str) -> Result<(), AuthorityError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && id != "."
+        && id != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthorityError::Invalid {
+            what: "agent id",
+            reason: format!("{id:?}: use 1-128 of A-Z a-z 0-9 . _ -"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Validity;
+    use super::*;
+    use crate::InitOptions;
+    use x509_parser::prelude::GeneralName;
+
+    const POLICY: &str = r#"{
+        "agent_id": "trading_bot_v2",
+        "network_rules": { "allowed_hosts": ["api.exchange.com"] } // comment
+    }"#;
+
+    fn ca() -> (tempfile::TempDir, Authority) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::init(dir.path(), &InitOptions::default()).unwrap();
+        (dir, ca)
+    }
+
+    #[test]
+    fn agent_certificate_follows_the_contract() {
+        let (_dir, ca) = ca();
+        let policy = kakunin_policy::Policy::from_json_str("p.json", POLICY).unwrap();
+        let issued = ca
+            .issue_agent(&AgentRequest {
+                agent_id: "trading_bot_v2",
+                policy: &policy,
+                key: SubjectKey::Generate,
+                validity: Validity::Days(30),
+            })
+            .unwrap();
+        assert!(issued.key_pem.is_some());
+        assert_eq!(issued.serial_hex.len(), 32);
+
+        let pem = ::x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = pem.parse_x509().unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "trading_bot_v2");
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::URI(
+                "spiffe://kakunin.local/agent/trading_bot_v2"
+            )]
+        );
+        let ku = cert.key_usage().unwrap().unwrap();
+        assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_cert_sign());
+        assert!(
+            cert.extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .client_auth
+        );
+        let scope = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.4.1.32473.1.1")
+            .unwrap();
+        assert!(!scope.critical);
+        let expected = der::utf8_string(policy.canonical_json());
+        assert_eq!(scope.value, expected.as_slice());
+        assert_eq!(
+            cert.issuer().to_string(),
+            "CN=Kakunin Root CA, O=Kakunin".to_string()
+        );
+    }
+
+    #[test]
+    fn issues_for_a_public_key_without_seeing_the_private_key() {
+        let (_dir, ca) = ca();
+        let policy = kakunin_policy::Policy::from_json_str("p.json", POLICY).unwrap();
+        let elsewhere = KeyPair::generate().unwrap();
+        let issued = ca
+            .issue_agent(&AgentRequest {
+                agent_id: "trading_bot_v2",
+                policy: &policy,
+                key: SubjectKey::PublicKeyPem(elsewhere.public_key_pem()),
+                validity: Validity::Hours(1),
+            })
+            .unwrap();
+        assert!(issued.key_pem.is_none());
+        let pem = ::x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = pem.parse_x509().unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            elsewhere.public_key_raw()
+        );
+    }
+
+    #[test]
+    fn refuses_bad_agent_ids_and_foreign_policies() {
+        let (_dir, ca) = ca();
+        let policy = kakunin_policy::Policy::from_json_str("p.json", POLICY).unwrap();
+        for bad in ["", "a/b", "with space", "..", "é"] {
+            let request = AgentRequest {
+                agent_id: bad,
+                policy: &policy,
+                key: SubjectKey::Generate,
+                validity: Validity::Days(1),
+            };
+            assert!(ca.issue_agent(&request).is_err(), "{bad:?}");
+        }
+        let request = AgentRequest {
+            agent_id: "other_bot",
+            policy: &policy,
+            key: SubjectKey::Generate,
+            validity: Validity::Days(1),
+        };
+        let err = ca.issue_agent(&request).unwrap_err();
+        assert!(err.to_string().contains("trading_bot_v2"), "{err}");
+    }
+
+    #[test]
+    fn server_certificate_names() {
+        let (_dir, ca) = ca();
+        let issued = ca
+            .issue_server(&ServerRequest {
+                names: vec!["api.exchange.com".into(), "127.0.0.1".into()],
+                validity: Validity::Days(1),
+            })
+            .unwrap();
+        let pem = ::x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = pem.parse_x509().unwrap();
+        assert!(
+            cert.extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .server_auth
+        );
+        assert!(ca
+            .issue_server(&ServerRequest {
+                names: vec![],
+                validity: Validity::Days(1)
+            })
+            .is_err());
+    }
+}

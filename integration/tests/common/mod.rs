@@ -1,0 +1,330 @@
+//! Shared harness: PKI made by the project's own CA code, the in-process mTLS
+//! exchange, and `kakunin proxy` as a real child process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kakunin::demo::exchange::{Exchange, ExchangeTls};
+use kakunin_authority::{
+    AgentRequest, Authority, InitOptions, ServerRequest, SubjectKey, Validity,
+};
+
+pub const EXCHANGE_HOST: &str = "api.exchange.com";
+
+/// The seed's policy plus an action rule, as most tests use it.
+pub const POLICY: &str = r#"{
+  "agent_id": "trading_bot_v2",
+  "execution_constraints": { "allowed_regions": ["eu-west-1"], "max_concurrent_trades": 5 },
+  "network_rules": {
+    "allowed_hosts": ["api.exchange.com", "market-data.provider.com", "localhost"],
+    "denied_hosts": ["*.internal-network.local", "169.254.169.254"]
+  },
+  "actions": [{
+    "name": "submit_trade",
+    "match": { "method": "POST", "path": "/v1/trades" },
+    "body": { "/market": { "in": ["EUR_USD", "GBP_USD"] }, "/size": { "max": 50000 } }
+  }]
+}"#;
+
+/// The kakunin binary built beside this test executable.
+pub fn kakunin_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/kakunin
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("kakunin");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p kakunin)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub agents_ca: Authority,
+    pub exchange_ca: Authority,
+    pub server_cert: String,
+    pub server_key: String,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let agents_ca =
+            Authority::init(&dir.path().join("agents-ca"), &InitOptions::default()).unwrap();
+        let exchange_ca = Authority::init(
+            &dir.path().join("exchange-ca"),
+            &InitOptions {
+                common_name: "Exchange Root CA".into(),
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        let server = exchange_ca
+            .issue_server(&ServerRequest {
+                names: vec![EXCHANGE_HOST.into(), "market-data.provider.com".into()],
+                validity: Validity::Days(1),
+            })
+            .unwrap();
+        Pki {
+            dir,
+            agents_ca,
+            exchange_ca,
+            server_cert: server.cert_pem,
+            server_key: server.key_pem.unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes policy.json, agent.pem and agent-key.pem for `policy`.
+    pub fn agent(&self, policy_text: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let policy = kakunin_policy::Policy::from_json_str("policy.json", policy_text).unwrap();
+        let issued = self
+            .agents_ca
+            .issue_agent(&AgentRequest {
+                agent_id: policy.agent_id(),
+                policy: &policy,
+                key: SubjectKey::Generate,
+                validity: Validity::Hours(1),
+            })
+            .unwrap();
+        let (policy_path, cert, key) = (
+            self.path("policy.json"),
+            self.path("agent.pem"),
+            self.path("agent-key.pem"),
+        );
+        std::fs::write(&policy_path, policy_text).unwrap();
+        std::fs::write(&cert, issued.cert_pem).unwrap();
+        std::fs::write(&key, issued.key_pem.unwrap()).unwrap();
+        (policy_path, cert, key)
+    }
+
+    pub async fn exchange(&self) -> Exchange {
+        Exchange::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &ExchangeTls {
+                server_chain_pem: &self.server_cert,
+                server_key_pem: &self.server_key,
+                client_ca_pem: self.agents_ca.certificate_pem(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A kakunin.toml for `policy_text`, pinning the exchange hosts to `upstream`.
+    pub fn config(&self, policy_text: &str, upstream: SocketAddr, extra: &str) -> PathBuf {
+        let (policy, cert, key) = self.agent(policy_text);
+        let text = format!(
+            r#"listen = "127.0.0.1:0"
+policy = "{policy}"
+region = "eu-west-1"
+audit_log = "{audit}"
+{extra}
+[identity]
+cert = "{cert}"
+key = "file:{key}"
+[upstream]
+ca = "{ca}"
+[upstream.resolve]
+"api.exchange.com" = "{upstream}"
+"market-data.provider.com" = "{upstream}"
+"#,
+            policy = policy.display(),
+            audit = self.path("audit.jsonl").display(),
+            cert = cert.display(),
+            key = key.display(),
+            ca = self.exchange_ca.certificate_path().display(),
+        );
+        let path = self.path("kakunin.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// `kakunin proxy` as a child process; killed on drop.
+pub struct ProxyProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ProxyProcess {
+    pub fn start(config: &Path) -> ProxyProcess {
+        Self::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &Path, args: &[&str]) -> ProxyProcess {
+        let mut child = Command::new(kakunin_bin())
+            .arg("proxy")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("KAKUNIN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kakunin proxy");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("kakunin: listening on ") {
+                    let _ = tx.send(Ok(addr.parse::<SocketAddr>().unwrap()));
+                } else {
+                    let _ = tx.send(Err(line.clone()));
+                    eprintln!("[proxy] {line}");
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(addr)) => return ProxyProcess { addr, child },
+                Ok(Err(line)) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("proxy did not start; its stderr:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What curl got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Runs curl with the proxy in `http_proxy` (curl reads only the lower-case
+/// variable for http URLs).
+pub fn curl(proxy: &ProxyProcess, args: &[&str]) -> Answer {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .env("http_proxy", proxy.url())
+        .env_remove("HTTP_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .expect("curl must be installed (the test command installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", stdout.as_str()));
+    Answer {
+        status: status.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "curl failed: {}{}",
+                stdout,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        }),
+        body: body.to_string(),
+    }
+}
+
+pub async fn curl_async(proxy_url: String, args: Vec<String>) -> Answer {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+            .args(&args)
+            .env("http_proxy", proxy_url)
+            .output()
+            .expect("curl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", stdout.as_str()));
+        Answer {
+            status: status.trim().parse().unwrap_or(0),
+            body: body.to_string(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Writes raw bytes to the proxy and returns everything it answers until it
+/// closes the connection or `wait` passes. Returns "" when nothing came.
+pub fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One response is all these tests want.
+                if response_complete(&out) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+/// The status code of a raw HTTP response ("" → 0).
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,416 @@
+//! `kakunin.toml`, its flags and its `KAKUNIN_*` variables.
+//!
+//! Precedence: flag > environment > file > default. The file is parsed
+//! (unknown keys refused, with line and column), then merged, then
+//! validated, and only then used.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:15001";
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The file as written. Every field is optional here; defaults are applied
+/// after flags and variables are merged in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub policy: Option<PathBuf>,
+    pub region: Option<String>,
+    pub body_limit: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub audit_log: Option<String>,
+    pub allow_remote_clients: Option<bool>,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub ca: Option<PathBuf>,
+    pub connect_timeout_ms: Option<u64>,
+    pub response_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_idle_per_host: Option<usize>,
+    #[serde(default)]
+    pub resolve: BTreeMap<String, String>,
+}
+
+/// Command-line flags; each also reads its `KAKUNIN_*` variable.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ProxyFlags {
+    /// Configuration file (TOML).
+    #[arg(long, env = "KAKUNIN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for agents' plain HTTP [default: 127.0.0.1:15001].
+    #[arg(long, env = "KAKUNIN_LISTEN")]
+    pub listen: Option<String>,
+    /// Scope policy file (JSON, `//` comments allowed).
+    #[arg(long, env = "KAKUNIN_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Region this proxy runs in, checked against the policy's allowed_regions.
+    #[arg(long, env = "KAKUNIN_REGION")]
+    pub region: Option<String>,
+    /// Largest request body accepted, in bytes [default: 1048576].
+    #[arg(long, env = "KAKUNIN_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Largest request head (request line + headers), in bytes [default: 65536].
+    #[arg(long, env = "KAKUNIN_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Time allowed for a client to send its request head [default: 10000].
+    #[arg(long, env = "KAKUNIN_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Audit log: a file path, or "-" for standard output [default: -].
+    #[arg(long, env = "KAKUNIN_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+    /// Allow a listen address other than loopback. Anyone who can reach the
+    /// listener acts with the agent's identity.
+    #[arg(long, env = "KAKUNIN_ALLOW_REMOTE_CLIENTS")]
+    pub allow_remote_clients: Option<bool>,
+    /// Agent certificate chain: a PEM file (the seed's AGENT_CERTIFICATE, a
+    /// path or PEM text, is honoured too).
+    #[arg(long, env = "KAKUNIN_IDENTITY_CERT")]
+    pub identity_cert: Option<String>,
+    /// Agent key reference: file:/path.pem (aws-kms: and pkcs11: later).
+    #[arg(long, env = "KAKUNIN_IDENTITY_KEY")]
+    pub identity_key: Option<String>,
+    /// CA bundle (PEM) that upstream servers must chain to (pinned).
+    #[arg(long, env = "KAKUNIN_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// [default: 5000]
+    #[arg(long, env = "KAKUNIN_UPSTREAM_CONNECT_TIMEOUT_MS")]
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// Time allowed for the upstream's response head [default: 30000].
+    #[arg(long, env = "KAKUNIN_UPSTREAM_RESPONSE_TIMEOUT_MS")]
+    pub upstream_response_timeout_ms: Option<u64>,
+    /// How long an idle pooled upstream connection is kept [default: 90000].
+    #[arg(long, env = "KAKUNIN_UPSTREAM_IDLE_TIMEOUT_MS")]
+    pub upstream_idle_timeout_ms: Option<u64>,
+    /// [default: 64]
+    #[arg(long, env = "KAKUNIN_UPSTREAM_MAX_IDLE_PER_HOST")]
+    pub upstream_max_idle_per_host: Option<usize>,
+    /// Pin a host's upstream address, like curl --resolve: HOST=IP:PORT.
+    /// Repeatable; the variable takes a comma-separated list.
+    #[arg(
+        long = "resolve",
+        env = "KAKUNIN_UPSTREAM_RESOLVE",
+        value_delimiter = ','
+    )]
+    pub resolve: Vec<String>,
+}
+
+/// Where the agent certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    File(PathBuf),
+    /// PEM text given directly (the seed's AGENT_CERTIFICATE may hold it).
+    Inline(String),
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub policy: PathBuf,
+    pub region: Option<String>,
+    pub body_limit: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub audit_log: Option<PathBuf>,
+    pub identity_cert: CertSource,
+    pub identity_key: String,
+    pub upstream_ca: PathBuf,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_host: usize,
+    /// Canonical host name → pinned address.
+    pub resolve: BTreeMap<String, SocketAddr>,
+}
+
+impl Config {
+    /// Reads the file named by the flags (if any), merges flags and the seed's
+    /// variables, and validates.
+    pub fn load(flags: &ProxyFlags) -> anyhow::Result<Config> {
+        let file = match &flags.config {
+            Some(path) => parse_file(path)?,
+            None => FileConfig::default(),
+        };
+        let seed_cert = std::env::var("AGENT_CERTIFICATE").ok();
+        let seed_kms = std::env::var("KMS_KEY_ARN").ok();
+        Self::merge(flags, file, seed_cert, seed_kms)
+    }
+
+    pub fn merge(
+        flags: &ProxyFlags,
+        file: FileConfig,
+        seed_cert: Option<String>,
+        seed_kms_arn: Option<String>,
+    ) -> anyhow::Result<Config> {
+        let listen_text =
+            pick(flags.listen.clone(), file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen = {listen_text:?} is not an IP:PORT address"))?;
+        let allow_remote =
+            pick(flags.allow_remote_clients, file.allow_remote_clients).unwrap_or(false);
+        if !listen.ip().is_loopback() && !allow_remote {
+            bail!(
+                "listen = {listen} is not a loopback address: anyone who reaches it would act \
+                 with this agent's identity; use 127.0.0.1, or set allow_remote_clients = true \
+                 if the network around it is closed"
+            );
+        }
+        let policy = pick(flags.policy.clone(), file.policy)
+            .context("no policy file: set `policy` in the config, --policy or KAKUNIN_POLICY")?;
+        let identity_cert = match pick(flags.identity_cert.clone(), file.identity.cert) {
+            Some(path) => CertSource::File(PathBuf::from(path)),
+            None => match seed_cert {
+                Some(text) if text.contains("-----BEGIN") => CertSource::Inline(text),
+                Some(path) if !path.trim().is_empty() => CertSource::File(PathBuf::from(path)),
+                _ => bail!(
+                    "no agent certificate: set [identity] cert, --identity-cert, \
+                     KAKUNIN_IDENTITY_CERT or AGENT_CERTIFICATE"
+                ),
+            },
+        };
+        let identity_key = match pick(flags.identity_key.clone(), file.identity.key) {
+            Some(key) => key,
+            None => match seed_kms_arn {
+                Some(arn) if !arn.trim().is_empty() => format!("aws-kms:{}", arn.trim()),
+                _ => bail!(
+                    "no agent key: set [identity] key, --identity-key, KAKUNIN_IDENTITY_KEY \
+                     or KMS_KEY_ARN"
+                ),
+            },
+        };
+        let upstream_ca = pick(flags.upstream_ca.clone(), file.upstream.ca).context(
+            "no upstream CA: set [upstream] ca (the pinned CA bundle upstream servers must \
+             chain to), --upstream-ca or KAKUNIN_UPSTREAM_CA",
+        )?;
+
+        let mut resolve_text = file.upstream.resolve;
+        for entry in &flags.resolve {
+            let (host, addr) = entry
+                .split_once('=')
+                .with_context(|| format!("--resolve {entry:?}: expected HOST=IP:PORT"))?;
+            resolve_text.insert(host.trim().to_string(), addr.trim().to_string());
+        }
+        let mut resolve = BTreeMap::new();
+        for (host, addr) in resolve_text {
+            let parsed: SocketAddr = addr
+                .parse()
+                .with_context(|| format!("resolve {host:?} = {addr:?}: expected IP:PORT"))?;
+            // Keys are matched against canonical host names.
+            let key = host.trim_end_matches('.').to_ascii_lowercase();
+            if key.is_empty() {
+                bail!("resolve: empty host name");
+            }
+            resolve.insert(key, parsed);
+        }
+
+        let body_limit = pick(flags.body_limit, file.body_limit).unwrap_or(DEFAULT_BODY_LIMIT);
+        let max_header_bytes =
+            pick(flags.max_header_bytes, file.max_header_bytes).unwrap_or(64 * 1024);
+        // hyper needs room for at least one read buffer.
+        if max_header_bytes < 8192 {
+            bail!("max_header_bytes = {max_header_bytes}: must be at least 8192");
+        }
+        let ms = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| {
+            let value = pick(flag, file).unwrap_or(default);
+            if value == 0 {
+                bail!("{name} must be greater than 0");
+            }
+            Ok(Duration::from_millis(value))
+        };
+        let audit_log = match pick(flags.audit_log.clone(), file.audit_log) {
+            None => None,
+            Some(path) if path == "-" => None,
+            Some(path) => Some(PathBuf::from(path)),
+        };
+        let region = pick(flags.region.clone(), file.region).filter(|r| !r.trim().is_empty());
+        Ok(Config {
+            listen,
+            policy,
+            region,
+            body_limit,
+            max_header_bytes,
+            header_read_timeout: ms(
+                flags.header_read_timeout_ms,
+                file.header_read_timeout_ms,
+                10_000,
+                "header_read_timeout_ms",
+            )?,
+            audit_log,
+            identity_cert,
+            identity_key,
+            upstream_ca,
+            connect_timeout: ms(
+                flags.upstream_connect_timeout_ms,
+                file.upstream.connect_timeout_ms,
+                5_000,
+                "upstream.connect_timeout_ms",
+            )?,
+            response_timeout: ms(
+                flags.upstream_response_timeout_ms,
+                file.upstream.response_timeout_ms,
+                30_000,
+                "upstream.response_timeout_ms",
+            )?,
+            idle_timeout: ms(
+                flags.upstream_idle_timeout_ms,
+                file.upstream.idle_timeout_ms,
+                90_000,
+                "upstream.idle_timeout_ms",
+            )?,
+            max_idle_per_host: pick(
+                flags.upstream_max_idle_per_host,
+                file.upstream.max_idle_per_host,
+            )
+            .unwrap_or(64),
+            resolve,
+        })
+    }
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
+    flag.or(file)
+}
+
+/// toml's errors carry line, column and the offending key already.
+pub fn parse_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> FileConfig {
+        toml::from_str(
+            r#"
+            policy = "/etc/kakunin/policy.json"
+            region = "eu-west-1"
+            [identity]
+            cert = "/etc/kakunin/agent.pem"
+            key = "file:/etc/kakunin/agent-key.pem"
+            [upstream]
+            ca = "/etc/ssl/certs/exchange-ca.pem"
+            [upstream.resolve]
+            "API.exchange.com." = "10.0.1.20:443"
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn design_md_minimal_file_parses_with_defaults() {
+        let config = Config::merge(&ProxyFlags::default(), minimal(), None, None).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.body_limit, DEFAULT_BODY_LIMIT);
+        assert_eq!(config.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            config.resolve.get("api.exchange.com").unwrap().to_string(),
+            "10.0.1.20:443"
+        );
+    }
+
+    #[test]
+    fn flags_override_file_and_resolve_entries_merge() {
+        let flags = ProxyFlags {
+            listen: Some("127.0.0.1:9999".into()),
+            region: Some("us-east-1".into()),
+            resolve: vec!["market-data.provider.com=127.0.0.1:8443".into()],
+            ..ProxyFlags::default()
+        };
+        let config = Config::merge(&flags, minimal(), None, None).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.resolve.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_position() {
+        let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_addr = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen_addr") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_explicit_consent() {
+        let flags = ProxyFlags {
+            listen: Some("0.0.0.0:15001".into()),
+            ..ProxyFlags::default()
+        };
+        let err = Config::merge(&flags, minimal(), None, None).unwrap_err();
+        assert!(err.to_string().contains("allow_remote_clients"), "{err}");
+        let flags = ProxyFlags {
+            allow_remote_clients: Some(true),
+            ..flags
+        };
+        assert!(Config::merge(&flags, minimal(), None, None).is_ok());
+    }
+
+    #[test]
+    fn seed_variables_are_honoured() {
+        let mut file = minimal();
+        file.identity = IdentitySection::default();
+        let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let config = Config::merge(
+            &ProxyFlags::default(),
+            file,
+            Some(pem.into()),
+            Some("arn:aws:kms:eu-west-1:1:key/k".into()),
+        )
+        .unwrap();
+        assert_eq!(config.identity_cert, CertSource::Inline(pem.into()));
+        assert_eq!(config.identity_key, "aws-kms:arn:aws:kms:eu-west-1:1:key/k");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for flags in [
+            ProxyFlags {
+                listen: Some("nonsense".into()),
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                resolve: vec!["no-equals".into()],
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                resolve: vec!["h=not-an-addr".into()],
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                header_read_timeout_ms: Some(0),
+                ..ProxyFlags::default()
+            },
+        ] {
+            assert!(Config::merge(&flags, minimal(), None, None).is_err());
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Kakunin's egress proxy: the agent speaks plain HTTP to it; it checks each
+//! request against the agent's scope policy and sends it on over mutual TLS
+//! with the agent's certificate.
+
+pub mod audit;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod errors;
+pub mod headers;
+pub mod identity;
+pub mod limits;
+pub mod pipeline;
+pub mod resolve;
+pub mod run;
+pub mod server;
+pub mod upstream;

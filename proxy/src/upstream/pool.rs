@@ -1,0 +1,268 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+
+use super::connect::Connector;
+use super::error::UpstreamError;
+
+pub type RequestSender = http1::SendRequest<Full<Bytes>>;
+
+/// Connections are shared per (host, port): the address was checked when the
+/// connection was dialled, and the TLS session names the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub host: String,
+    pub port: u16,
+}
+
+struct Idle {
+    sender: RequestSender,
+    since: Instant,
+}
+
+/// Idle keep-alive connections, newest last (reused first: warm, least
+/// likely to have been closed by the peer).
+#[derive(Clone)]
+pub struct Pool {
+    idle: Arc<Mutex<HashMap<PoolKey, Vec<Idle>>>>,
+    max_idle_per_key: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Self {
+        Pool {
+            idle: Arc::new(Mutex::new(HashMap::new())),
+            max_idle_per_key,
+            idle_timeout,
+        }
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<RequestSender> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
+        let now = Instant::now();
+        while let Some(entry) = list.pop() {
+            let fresh = now.duration_since(entry.since) < self.idle_timeout;
+            if fresh && entry.sender.is_ready() && !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, key: PoolKey, sender: RequestSender) {
+        if sender.is_closed() || self.max_idle_per_key == 0 {
+            return;
+        }
+        let mut idle = self.lock();
+        let now = Instant::now();
+        let list = idle.entry(key).or_default();
+        list.retain(|e| now.duration_since(e.since) < self.idle_timeout && !e.sender.is_closed());
+        if list.len() >= self.max_idle_per_key {
+            // Drop the oldest: it is the likeliest to be closed by the peer.
+            list.remove(0);
+        }
+        list.push(Idle { sender, since: now });
+    }
+
+    /// Number of idle connections (all hosts).
+    pub fn idle_count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
+        // The map holds no invariant a panic could break halfway.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sends requests upstream over pooled connections, dialling when none is idle.
+#[derive(Clone)]
+pub struct Upstream {
+    pool: Pool,
+    connector: Connector,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(pool: Pool, connector: Connector, response_timeout: Duration) -> Self {
+        Upstream {
+            pool,
+            connector,
+            response_timeout,
+        }
+    }
+
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Sends `request` to `key`, dialling one of `addrs` (already checked by
+    /// the policy) if no pooled connection is ready. `guard` lives as long as
+    /// the response body (a concurrency permit, for instance).
+    pub async fn send(
+        &self,
+        key: PoolKey,
+        addrs: &[SocketAddr],
+        mut request: Request<Full<Bytes>>,
+        guard: Option<Box<dyn Send>>,
+    ) -> Result<(Response<PooledBody>, Option<SocketAddr>), UpstreamError> {
+        while let Some(sender) = self.pool.checkout(&key) {
+            match self.exchange(sender, request, None).await? {
+                Sent::Done(response, sender) => {
+                    return Ok((self.wrap(key, response, sender, guard), None))
+                }
+                // The pooled connection went away before the request was
+                // written: nothing reached the upstream, so another
+                // connection may carry it.
+                Sent::NotSent(returned) => request = returned,
+            }
+        }
+        let (sender, addr) = self.connector.connect(&key.host, addrs).await?;
+        match self.exchange(sender, request, Some(addr)).await? {
+            Sent::Done(response, sender) => {
+                Ok((self.wrap(key, response, sender, guard), Some(addr)))
+            }
+            Sent::NotSent(_) => Err(UpstreamError::new(
+                "upstream_connection_closed",
+                format!("{addr} closed the new connection before the request was sent"),
+            )),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut sender: RequestSender,
+        request: Request<Full<Bytes>>,
+        addr: Option<SocketAddr>,
+    ) -> Result<Sent, UpstreamError> {
+        let peer = addr.map_or_else(|| "upstream".to_string(), |a| a.to_string());
+        match tokio::time::timeout(self.response_timeout, sender.try_send_request(request)).await {
+            Err(_) => Err(UpstreamError::timeout("waiting for the response", peer)),
+            Ok(Ok(response)) => Ok(Sent::Done(response, sender)),
+            Ok(Err(mut err)) => match err.take_message() {
+                Some(request) => Ok(Sent::NotSent(request)),
+                None => Err(UpstreamError::new(
+                    "upstream_protocol_error",
+                    format!("exchange with {peer} failed: {}", err.error()),
+                )),
+            },
+        }
+    }
+
+    fn wrap(
+        &self,
+        key: PoolKey,
+        response: Response<Incoming>,
+        sender: RequestSender,
+        guard: Option<Box<dyn Send>>,
+    ) -> Response<PooledBody> {
+        response.map(|inner| PooledBody {
+            inner,
+            ticket: Some(Ticket {
+                pool: self.pool.clone(),
+                key,
+                sender,
+            }),
+            _guard: guard,
+        })
+    }
+}
+
+enum Sent {
+    Done(Response<Incoming>, RequestSender),
+    NotSent(Request<Full<Bytes>>),
+}
+
+struct Ticket {
+    pool: Pool,
+    key: PoolKey,
+    sender: RequestSender,
+}
+
+impl Ticket {
+    /// The connection is reusable once hyper has finished the exchange; wait
+    /// for that off the response path, then park it.
+    fn give_back(self) {
+        let Ticket {
+            pool,
+            key,
+            mut sender,
+        } = self;
+        tokio::spawn(async move {
+            let ready = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                pool.checkin(key, sender);
+            }
+        });
+    }
+}
+
+/// An upstream response body that returns its connection to the pool when
+/// read to the end, and closes it when abandoned halfway (the rest of the
+/// body would otherwise have to be drained).
+pub struct PooledBody {
+    inner: Incoming,
+    ticket: Option<Ticket>,
+    _guard: Option<Box<dyn Send>>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(ticket) = this.ticket.take() {
+                    ticket.give_back();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.ticket = None;
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body that says it is empty (204, 304,
+        // Content-Length: 0): such a body is complete when dropped.
+        if self.inner.is_end_stream() {
+            if let Some(ticket) = self.ticket.take() {
+                ticket.give_back();
+            }
+        }
+    }
+}

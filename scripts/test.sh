@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command (README.md): installs what the tests need, builds, and
+# runs every test in the workspace. Safe to run on a fresh Debian machine with
+# only the Rust toolchain and Python; needs no input.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" ca-certificates
+fi
+
+# The end-to-end tests run the real binary: build it first.
+cargo build --locked --workspace --bins
+cargo test --locked --workspace

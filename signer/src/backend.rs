@@ -1,0 +1,107 @@
+use std::fmt;
+
+use rustls::SignatureScheme;
+
+/// Where a key's signing operation runs, which decides how the TLS adapter
+/// may call it from inside an async runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality {
+    /// Signing is a short CPU-bound call; it may run inline on any thread.
+    InProcess,
+    /// Signing is a network or device round trip that blocks; it must not
+    /// occupy an async worker thread.
+    Remote,
+}
+
+/// The public-key algorithm of a backend's key. The signature scheme is
+/// chosen from this, never from the certificate's signature algorithm (which
+/// describes the issuer's key, not ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa,
+    Ed25519,
+}
+
+impl KeyAlgorithm {
+    /// The TLS signature schemes this key can produce, most preferred first.
+    pub fn tls_schemes(self) -> &'static [SignatureScheme] {
+        match self {
+            KeyAlgorithm::EcdsaP256 => &[SignatureScheme::ECDSA_NISTP256_SHA256],
+            KeyAlgorithm::EcdsaP384 => &[SignatureScheme::ECDSA_NISTP384_SHA384],
+            KeyAlgorithm::Ed25519 => &[SignatureScheme::ED25519],
+            // PSS first: TLS 1.3 forbids PKCS#1 v1.5 in CertificateVerify;
+            // v1.5 stays available for TLS 1.2 peers that offer nothing else.
+            KeyAlgorithm::Rsa => &[
+                SignatureScheme::RSA_PSS_SHA512,
+                SignatureScheme::RSA_PSS_SHA384,
+                SignatureScheme::RSA_PSS_SHA256,
+                SignatureScheme::RSA_PKCS1_SHA512,
+                SignatureScheme::RSA_PKCS1_SHA384,
+                SignatureScheme::RSA_PKCS1_SHA256,
+            ],
+        }
+    }
+
+    pub fn tls_algorithm(self) -> rustls::SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => rustls::SignatureAlgorithm::ECDSA,
+            KeyAlgorithm::Rsa => rustls::SignatureAlgorithm::RSA,
+            KeyAlgorithm::Ed25519 => rustls::SignatureAlgorithm::ED25519,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+            KeyAlgorithm::Rsa => "rsa",
+            KeyAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key file {path} holds no usable private key: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("key reference {reference:?} is not supported: {reason}")]
+    Unsupported { reference: String, reason: String },
+    #[error("key {key} cannot sign with {scheme:?}")]
+    SchemeUnsupported {
+        key: String,
+        scheme: SignatureScheme,
+    },
+    #[error("signing with {key} failed: {reason}")]
+    Sign { key: String, reason: String },
+}
+
+/// A private key that signs on request and never exposes its secret.
+///
+/// `sign` may block (a KMS call, an HSM session); callers inside an async
+/// runtime must honour [`KeyBackend::locality`].
+pub trait KeyBackend: Send + Sync + fmt::Debug {
+    /// A description safe to log (a path or a key id, never key material).
+    fn describe(&self) -> String;
+    fn algorithm(&self) -> KeyAlgorithm;
+    /// DER SubjectPublicKeyInfo of the key, compared with certificates.
+    fn public_key_spki(&self) -> &[u8];
+    fn locality(&self) -> Locality;
+    /// Sign `message` (not a digest) with `scheme`, which must be one of
+    /// `self.algorithm().tls_schemes()`. ECDSA signatures are DER-encoded, as
+    /// TLS wants them.
+    fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+}

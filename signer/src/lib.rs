@@ -1,0 +1,21 @@
+//! Keys and the identity they back.
+//!
+//! A [`KeyBackend`] signs without ever handing out its private key. The file
+//! backend holds the key in process memory (for development and tests); remote
+//! backends (AWS KMS, PKCS#11) implement the same trait and report
+//! [`Locality::Remote`], which makes the TLS adapter move their blocking calls
+//! off the async runtime's worker threads.
+//!
+//! This crate is the only one that names rustls' signing traits.
+
+mod backend;
+mod cert;
+mod file;
+mod keyref;
+mod tls;
+
+pub use backend::{KeyAlgorithm, KeyBackend, KeyError, Locality};
+pub use cert::{load_certificate_chain, parse_certificate_chain, CertError};
+pub use file::FileKey;
+pub use keyref::{open_key, KeyRef};
+pub use tls::{AgentIdentity, IdentityError};

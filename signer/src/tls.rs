@@ -1,0 +1,221 @@
+use std::sync::{Arc, RwLock};
+
+use rustls::client::ResolvesClientCert;
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{SignatureAlgorithm, SignatureScheme};
+use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
+
+use crate::backend::{KeyBackend, Locality};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("certificate does not match key {key}: {reason}; keep the certificate that was issued for this key")]
+    KeyMismatch { key: String, reason: String },
+    #[error("certificate chain is empty")]
+    EmptyChain,
+}
+
+/// The agent's TLS client identity: a certificate chain and the backend that
+/// holds its key. The chain can be replaced while connections are being made
+/// (rotation); a replacement whose public key does not match the backend's is
+/// refused and the current one stays.
+#[derive(Debug)]
+pub struct AgentIdentity {
+    backend: Arc<dyn KeyBackend>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl AgentIdentity {
+    pub fn new(
+        backend: Arc<dyn KeyBackend>,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, IdentityError> {
+        let certified = certify(&backend, chain)?;
+        Ok(AgentIdentity {
+            backend,
+            current: RwLock::new(certified),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn KeyBackend> {
+        &self.backend
+    }
+
+    /// The leaf certificate currently presented.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        let current = self.snapshot();
+        // certify() refuses empty chains, so index 0 exists.
+        current
+            .cert
+            .first()
+            .cloned()
+            .unwrap_or_else(|| CertificateDer::from(Vec::new()))
+    }
+
+    pub fn replace_chain(&self, chain: Vec<CertificateDer<'static>>) -> Result<(), IdentityError> {
+        let certified = certify(&self.backend, chain)?;
+        match self.current.write() {
+            Ok(mut guard) => *guard = certified,
+            Err(poisoned) => *poisoned.into_inner() = certified,
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+fn certify(
+    backend: &Arc<dyn KeyBackend>,
+    chain: Vec<CertificateDer<'static>>,
+) -> Result<Arc<CertifiedKey>, IdentityError> {
+    if chain.is_empty() {
+        return Err(IdentityError::EmptyChain);
+    }
+    let key = Arc::new(BackendSigningKey {
+        backend: backend.clone(),
+    });
+    let certified = CertifiedKey::new(chain, key);
+    certified
+        .keys_match()
+        .map_err(|e| IdentityError::KeyMismatch {
+            key: backend.describe(),
+            reason: e.to_string(),
+        })?;
+    Ok(Arc::new(certified))
+}
+
+impl ResolvesClientCert for AgentIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let current = self.snapshot();
+        // Present the certificate only if we can sign with a scheme the server
+        // offered; otherwise rustls sends no certificate and the server's
+        // refusal names the real problem.
+        current.key.choose_scheme(sigschemes)?;
+        Some(current)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+struct BackendSigningKey {
+    backend: Arc<dyn KeyBackend>,
+}
+
+impl SigningKey for BackendSigningKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let scheme = self
+            .backend
+            .algorithm()
+            .tls_schemes()
+            .iter()
+            .find(|s| offered.contains(s))?;
+        Some(Box::new(BackendSigner {
+            backend: self.backend.clone(),
+            scheme: *scheme,
+        }))
+    }
+
+    fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
+        Some(SubjectPublicKeyInfoDer::from(
+            self.backend.public_key_spki(),
+        ))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.backend.algorithm().tls_algorithm()
+    }
+}
+
+#[derive(Debug)]
+struct BackendSigner {
+    backend: Arc<dyn KeyBackend>,
+    scheme: SignatureScheme,
+}
+
+impl Signer for BackendSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let sign = || {
+            self.backend
+                .sign(self.scheme, message)
+                .map_err(|e| rustls::Error::General(e.to_string()))
+        };
+        match self.backend.locality() {
+            Locality::InProcess => sign(),
+            Locality::Remote => run_blocking(sign),
+        }
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}
+
+/// rustls calls `Signer::sign` synchronously inside the handshake, which runs
+/// on an async worker. For a remote key that call waits on the network, so on
+/// a multi-threaded tokio runtime the worker hands its other tasks to another
+/// thread first (`block_in_place`) and only this connection waits.
+fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::FileKey;
+
+    fn self_signed(key: &rcgen::KeyPair) -> CertificateDer<'static> {
+        let params = rcgen::CertificateParams::new(vec!["agent".into()]).unwrap();
+        params.self_signed(key).unwrap().der().clone()
+    }
+
+    fn file_key(key: &rcgen::KeyPair) -> Arc<dyn KeyBackend> {
+        Arc::new(FileKey::from_pem("test", key.serialize_pem().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn matching_certificate_is_accepted_and_resolved() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let identity = AgentIdentity::new(file_key(&key), vec![self_signed(&key)]).unwrap();
+        let resolved = identity
+            .resolve(&[], &[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        assert_eq!(resolved.cert.len(), 1);
+        // A server that offers only RSA schemes gets no certificate from a P-256 key.
+        assert!(identity
+            .resolve(&[], &[SignatureScheme::RSA_PSS_SHA256])
+            .is_none());
+    }
+
+    #[test]
+    fn mismatched_certificate_is_refused_and_old_one_kept() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let original = self_signed(&key);
+        let identity = AgentIdentity::new(file_key(&key), vec![original.clone()]).unwrap();
+        let err = identity
+            .replace_chain(vec![self_signed(&other)])
+            .unwrap_err();
+        assert!(matches!(err, IdentityError::KeyMismatch { .. }), "{err}");
+        assert_eq!(identity.leaf(), original);
+        assert!(AgentIdentity::new(file_key(&key), vec![self_signed(&other)]).is_err());
+        assert!(AgentIdentity::new(file_key(&key), vec![]).is_err());
+    }
+}
