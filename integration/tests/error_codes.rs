@@ -314,6 +314,7 @@ async fn upstream_failures_name_their_reason() {
             server_chain_pem: &expired.cert_pem,
             server_key_pem: expired.key_pem.as_deref().unwrap(),
             client_ca_pem: pki.agents_ca.certificate_pem(),
+            tls12_only: false,
         },
     )
     .await

@@ -218,11 +218,11 @@ impl Config {
             let parsed: SocketAddr = addr
                 .parse()
                 .with_context(|| format!("resolve {host:?} = {addr:?}: expected IP:PORT"))?;
-            // Keys are matched against canonical host names.
-            let key = host.trim_end_matches('.').to_ascii_lowercase();
-            if key.is_empty() {
-                bail!("resolve: empty host name");
-            }
+            // Keys are matched against canonical host names (lower case,
+            // punycode, canonical IP text), as the policy produces them.
+            let key = kakunin_policy::normalize_host(host.trim())
+                .map_err(|d| anyhow::anyhow!("resolve {host:?}: {}", d.message))?
+                .host;
             resolve.insert(key, parsed);
         }
 

@@ -382,8 +382,10 @@ fn build_upstream_request(
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers);
     headers::strip_agent_supplied_proof(&mut headers);
-    // hyper writes the length of the buffered body itself.
+    // hyper writes the length of the buffered body itself, and the body is
+    // already here: there is nothing for the upstream to say "continue" to.
     headers.remove(CONTENT_LENGTH);
+    headers.remove(http::header::EXPECT);
     let host = match (target.ip, port) {
         (Some(std::net::IpAddr::V6(_)), 443) => format!("[{}]", target.host),
         (Some(std::net::IpAddr::V6(_)), p) => format!("[{}]:{p}", target.host),

@@ -118,6 +118,7 @@ impl Pki {
                 server_chain_pem: &self.server_cert,
                 server_key_pem: &self.server_key,
                 client_ca_pem: self.agents_ca.certificate_pem(),
+                tls12_only: false,
             },
         )
         .await
@@ -127,6 +128,18 @@ impl Pki {
     /// A kakunin.toml for `policy_text`, pinning the exchange hosts to `upstream`.
     pub fn config(&self, policy_text: &str, upstream: SocketAddr, extra: &str) -> PathBuf {
         let (policy, cert, key) = self.agent(policy_text);
+        self.write_config(&policy, &cert, &key, upstream, extra)
+    }
+
+    /// A kakunin.toml for an identity made elsewhere.
+    pub fn write_config(
+        &self,
+        policy: &Path,
+        cert: &Path,
+        key: &Path,
+        upstream: SocketAddr,
+        extra: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"listen = "127.0.0.1:0"
 policy = "{policy}"

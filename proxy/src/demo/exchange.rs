@@ -31,6 +31,8 @@ pub struct ExchangeTls<'a> {
     pub server_key_pem: &'a str,
     /// Client certificates must chain to this CA.
     pub client_ca_pem: &'a str,
+    /// Offer TLS 1.2 only (an older API gateway).
+    pub tls12_only: bool,
 }
 
 #[derive(Default)]
@@ -62,8 +64,13 @@ impl Exchange {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .context("client certificate verifier")?;
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_protocol_versions(versions)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .context("exchange certificate and key")?;

@@ -84,6 +84,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             server_chain_pem: &server.cert_pem,
             server_key_pem: server.key_pem.as_deref().unwrap_or_default(),
             client_ca_pem: agents_ca.certificate_pem(),
+            tls12_only: false,
         },
     )
     .await?;
