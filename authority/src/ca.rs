@@ -88,7 +88,12 @@ impl Authority {
         ];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(i64::from(options.validity_days.max(1)));
+        params.not_after = now
+            .checked_add(Duration::days(i64::from(options.validity_days.max(1))))
+            .ok_or(AuthorityError::Invalid {
+                what: "validity",
+                reason: format!("{} days is past the year 9999", options.validity_days),
+            })?;
         params.serial_number = Some(crate::issue::random_serial()?);
         let cert = params.self_signed(&key)?;
 
@@ -121,6 +126,7 @@ impl Authority {
         let settings: CaSettings = serde_json::from_str(&read_text(&settings_path)?)
             .map_err(|e| corrupt(&settings_path, e))?;
         parse_oid(&settings.scope_oid).map_err(|e| corrupt(&settings_path, e))?;
+        check_key_matches(&cert_pem, &key).map_err(|e| corrupt(&key_path, e))?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| corrupt(&cert_path, e))?;
         Ok(Authority {
@@ -152,6 +158,20 @@ impl Authority {
         // Validated in open(); the default is a safe fallback, not a guess.
         parse_oid(&self.settings.scope_oid).unwrap_or_else(|_| crate::DEFAULT_SCOPE_OID.to_vec())
     }
+}
+
+/// A CA key that does not belong to the CA certificate would sign
+/// certificates nobody can verify: refuse it when the directory is opened.
+fn check_key_matches(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| format!("CA certificate is not PEM: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("CA certificate does not parse: {e}"))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err("this key does not belong to ca.pem".into());
+    }
+    Ok(())
 }
 
 fn validate_trust_domain(domain: &str) -> Result<(), AuthorityError> {
@@ -221,6 +241,14 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthorityEr
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(|e| io(path, e))?;
+    // `mode` applies only when the file is created: an existing file keeps
+    // its permissions unless they are narrowed before the key goes in.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| io(path, e))?;
+    }
     file.write_all(bytes).map_err(|e| io(path, e))
 }
 
@@ -259,6 +287,25 @@ mod tests {
         fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
         let err = Authority::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains(KEY_FILE), "{err}");
+        // A well-formed key that belongs to another CA.
+        let stranger = KeyPair::generate().unwrap();
+        fs::write(dir.path().join(KEY_FILE), stranger.serialize_pem()).unwrap();
+        let err = Authority::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_key_files_are_narrowed_even_when_they_exist() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, b"secret").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+        assert_eq!(fs::read(&path).unwrap(), b"secret");
     }
 
     #[test]

@@ -32,15 +32,24 @@ pub enum Validity {
 impl Validity {
     /// (not_before, not_after) as of `now`. A little back-dating tolerates
     /// clock skew between the CA and its relying parties.
-    fn window(self, now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
+    fn window(
+        self,
+        now: OffsetDateTime,
+    ) -> Result<(OffsetDateTime, OffsetDateTime), AuthorityError> {
         let from = now - Duration::minutes(5);
+        let until = |length: Duration| {
+            now.checked_add(length).ok_or(AuthorityError::Invalid {
+                what: "validity",
+                reason: format!("{self:?} ends past the year 9999"),
+            })
+        };
         match self {
-            Validity::Days(d) => (from, now + Duration::days(i64::from(d))),
-            Validity::Hours(h) => (from, now + Duration::hours(i64::from(h))),
+            Validity::Days(d) => Ok((from, until(Duration::days(i64::from(d)))?)),
+            Validity::Hours(h) => Ok((from, until(Duration::hours(i64::from(h)))?)),
             Validity::Window {
                 not_before,
                 not_after,
-            } => (not_before, not_after),
+            } => Ok((not_before, not_after)),
         }
     }
 }
@@ -128,7 +137,7 @@ impl Authority {
         key: &SubjectKey,
         validity: Validity,
     ) -> Result<Issued, AuthorityError> {
-        let (not_before, not_after) = validity.window(OffsetDateTime::now_utc());
+        let (not_before, not_after) = validity.window(OffsetDateTime::now_utc())?;
         if not_after <= not_before {
             return Err(AuthorityError::Invalid {
                 what: "validity",
@@ -320,6 +329,20 @@ mod tests {
         };
         let err = ca.issue_agent(&request).unwrap_err();
         assert!(err.to_string().contains("trading_bot_v2"), "{err}");
+    }
+
+    #[test]
+    fn absurd_validity_is_an_error_not_a_panic() {
+        let (_dir, ca) = ca();
+        for validity in [Validity::Days(u32::MAX), Validity::Hours(u32::MAX)] {
+            let err = ca
+                .issue_server(&ServerRequest {
+                    names: vec!["a.example".into()],
+                    validity,
+                })
+                .unwrap_err();
+            assert!(err.to_string().contains("9999"), "{err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,12 @@ mod issue;
 
 pub use ca::{Authority, CaSettings, InitOptions};
 
+/// The scope extension's value for a policy: a DER UTF8String holding its
+/// canonical JSON. Relying parties compare or decode this.
+pub fn scope_extension_value(policy: &kakunin_policy::Policy) -> Vec<u8> {
+    der::utf8_string(policy.canonical_json())
+}
+
 /// Writes a private key file readable by its owner only.
 pub fn write_private_key(path: &std::path::Path, pem: &str) -> Result<(), AuthorityError> {
     ca::write_private(path, pem.as_bytes())

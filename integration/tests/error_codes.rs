@@ -328,3 +328,24 @@ async fn upstream_failures_name_their_reason() {
     assert_eq!(stale.requests(), 0);
     assert_eq!(exchange.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upstream_body_releases_its_in_flight_slot() {
+    let pki = Pki::new();
+    let exchange = pki.exchange().await;
+    let policy = POLICY.replacen(
+        r#""max_concurrent_trades": 5"#,
+        r#""max_concurrent_trades": 1"#,
+        1,
+    );
+    let config = pki.config(&policy, exchange.addr(), "");
+    let proxy = ProxyProcess::start_with(&config, &["--upstream-response-timeout-ms", "500"]);
+    // The upstream sends part of the body and stops: the proxy cuts it off,
+    // so the agent sees a truncated response rather than waiting forever.
+    let stalled = curl(&proxy, &["-X", "POST", "http://api.exchange.com/stall"]);
+    assert_eq!(stalled.status, 200);
+    assert!(stalled.body.len() < 100, "{}", stalled.body);
+    // ... and the only in-flight slot is free again.
+    let next = curl(&proxy, &["-X", "POST", "http://api.exchange.com/v1/orders"]);
+    assert_eq!(next.status, 200, "{}", next.body);
+}

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:15001";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 /// The file as written. Every field is optional here; defaults are applied
 /// after flags and variables are merged in.
@@ -26,6 +27,7 @@ pub struct FileConfig {
     pub body_limit: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
     pub audit_log: Option<String>,
     pub allow_remote_clients: Option<bool>,
     #[serde(default)]
@@ -77,6 +79,9 @@ pub struct ProxyFlags {
     /// Time allowed for a client to send its request head [default: 10000].
     #[arg(long, env = "KAKUNIN_HEADER_READ_TIMEOUT_MS")]
     pub header_read_timeout_ms: Option<u64>,
+    /// Time allowed for a client to send its request body [default: 30000].
+    #[arg(long, env = "KAKUNIN_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
     /// Audit log: a file path, or "-" for standard output [default: -].
     #[arg(long, env = "KAKUNIN_AUDIT_LOG")]
     pub audit_log: Option<String>,
@@ -133,6 +138,7 @@ pub struct Config {
     pub body_limit: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub audit_log: Option<PathBuf>,
     pub identity_cert: CertSource,
     pub identity_key: String,
@@ -206,15 +212,17 @@ impl Config {
              chain to), --upstream-ca or KAKUNIN_UPSTREAM_CA",
         )?;
 
-        let mut resolve_text = file.upstream.resolve;
+        // File entries first, then flags, so that a flag wins even when the
+        // two spell the host differently.
+        let mut entries: Vec<(String, String)> = file.upstream.resolve.into_iter().collect();
         for entry in &flags.resolve {
             let (host, addr) = entry
                 .split_once('=')
                 .with_context(|| format!("--resolve {entry:?}: expected HOST=IP:PORT"))?;
-            resolve_text.insert(host.trim().to_string(), addr.trim().to_string());
+            entries.push((host.trim().to_string(), addr.trim().to_string()));
         }
         let mut resolve = BTreeMap::new();
-        for (host, addr) in resolve_text {
+        for (host, addr) in entries {
             let parsed: SocketAddr = addr
                 .parse()
                 .with_context(|| format!("resolve {host:?} = {addr:?}: expected IP:PORT"))?;
@@ -235,8 +243,10 @@ impl Config {
         }
         let ms = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| {
             let value = pick(flag, file).unwrap_or(default);
-            if value == 0 {
-                bail!("{name} must be greater than 0");
+            // A day is far beyond any sane deadline, and keeps deadline
+            // arithmetic (now + timeout) far from overflow.
+            if value == 0 || value > MAX_TIMEOUT_MS {
+                bail!("{name} = {value}: must be between 1 and {MAX_TIMEOUT_MS} ms");
             }
             Ok(Duration::from_millis(value))
         };
@@ -257,6 +267,12 @@ impl Config {
                 file.header_read_timeout_ms,
                 10_000,
                 "header_read_timeout_ms",
+            )?,
+            body_read_timeout: ms(
+                flags.body_read_timeout_ms,
+                file.body_read_timeout_ms,
+                30_000,
+                "body_read_timeout_ms",
             )?,
             audit_log,
             identity_cert,
@@ -339,13 +355,24 @@ mod tests {
         let flags = ProxyFlags {
             listen: Some("127.0.0.1:9999".into()),
             region: Some("us-east-1".into()),
-            resolve: vec!["market-data.provider.com=127.0.0.1:8443".into()],
+            resolve: vec![
+                "market-data.provider.com=127.0.0.1:8443".into(),
+                "api.EXCHANGE.com=127.0.0.1:9443".into(),
+                "[::FFFF:7f00:1]=127.0.0.1:1".into(),
+            ],
             ..ProxyFlags::default()
         };
         let config = Config::merge(&flags, minimal(), None, None).unwrap();
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.region.as_deref(), Some("us-east-1"));
-        assert_eq!(config.resolve.len(), 2);
+        assert_eq!(config.resolve.len(), 3);
+        // The flag wins over the file although the spellings differ.
+        assert_eq!(config.resolve["api.exchange.com"].port(), 9443);
+        assert!(
+            config.resolve.contains_key("::ffff:127.0.0.1"),
+            "{:?}",
+            config.resolve
+        );
     }
 
     #[test]
@@ -407,6 +434,14 @@ mod tests {
             },
             ProxyFlags {
                 header_read_timeout_ms: Some(0),
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                header_read_timeout_ms: Some(u64::MAX),
+                ..ProxyFlags::default()
+            },
+            ProxyFlags {
+                resolve: vec!["bad host!=127.0.0.1:1".into()],
                 ..ProxyFlags::default()
             },
         ] {

@@ -16,6 +16,8 @@ pub struct ProxyError {
     pub message: String,
     /// Seconds, for 429.
     pub retry_after: Option<u64>,
+    /// For 405: the methods that are accepted (RFC 9110 §15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 impl ProxyError {
@@ -25,6 +27,18 @@ impl ProxyError {
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn connect_refused(message: impl Into<String>) -> Self {
+        ProxyError {
+            allow: Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "connect_not_supported",
+                message,
+            )
         }
     }
 
@@ -64,6 +78,9 @@ impl ProxyError {
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code));
         if let Some(seconds) = self.retry_after {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(methods) = self.allow {
+            headers.insert(http::header::ALLOW, HeaderValue::from_static(methods));
         }
         response
     }

@@ -26,6 +26,7 @@ use crate::upstream::{PoolKey, Upstream};
 pub struct Settings {
     pub region: Option<String>,
     pub body_limit: usize,
+    pub body_read_timeout: Duration,
     pub pinned: std::collections::BTreeMap<String, std::net::SocketAddr>,
     pub dns_timeout: Duration,
 }
@@ -61,7 +62,8 @@ impl Proxy {
         trail.set("agent_id", self.policy.agent_id());
         trail.set("agent_cert_serial", self.cert.serial_hex.as_str());
         trail.set("method", request.method().as_str());
-        trail.set("url", request.uri().to_string());
+        // The path only: a query string or user information may hold secrets.
+        trail.set("path", request.uri().path());
         let outcome = self.process(request, &mut trail).await;
         trail.set("duration_ms", started.elapsed().as_millis() as u64);
         match outcome {
@@ -89,9 +91,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 1. Accept: the request must be one we can forward faithfully.
         if request.method() == Method::CONNECT {
-            return Err(ProxyError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "connect_not_supported",
+            return Err(ProxyError::connect_refused(
                 "CONNECT (HTTPS through the proxy) is not supported: send plain http:// URLs; \
                  the proxy itself opens mutual TLS to the upstream",
             ));
@@ -116,6 +116,7 @@ impl Proxy {
             Err(denial) => return Err(denial.into()),
         };
         trail.set("host", target.host.as_str());
+        trail.set("port", port);
 
         // 4. Resolve once; the addresses that pass are the ones dialled.
         let resolved = resolve(
@@ -145,7 +146,21 @@ impl Proxy {
             Ok(action) => action,
             Err(denial) => return Err(denial.into()),
         };
-        let body = read_body(&parts.headers, body, self.settings.body_limit).await?;
+        let body = tokio::time::timeout(
+            self.settings.body_read_timeout,
+            read_body(&parts.headers, body, self.settings.body_limit),
+        )
+        .await
+        .map_err(|_| {
+            ProxyError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {:?}",
+                    self.settings.body_read_timeout
+                ),
+            )
+        })??;
         if let Some(rule) = action {
             trail.set("action", rule.name.as_str());
             self.enforce(self.policy.check_body(rule, &body), trail)?;
@@ -200,12 +215,13 @@ impl Proxy {
 
         // 11. Answer.
         let (mut parts, body) = response.into_parts();
+        // hyper decoded the body by Transfer-Encoding; a Content-Length sent
+        // beside it is stale and would cut the body short (RFC 9112 §6.3).
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(|e| Box::new(e) as crate::body::BoxError)
-                .boxed_unsync(),
-        ))
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 
     /// Report mode lets policy denials through (logged), except for

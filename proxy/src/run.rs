@@ -24,14 +24,10 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<kakunin_policy::Pol
 pub fn build(config: &Config) -> anyhow::Result<(Arc<Proxy>, ListenerSettings)> {
     let policy = load_policy(&config.policy)?;
     let (identity, cert) = load_identity(&config.identity_cert, &config.identity_key)?;
-    if cert.common_name != policy.agent_id() {
-        anyhow::bail!(
-            "the certificate is for agent {:?} but the policy is for {:?}: one proxy carries one \
-             agent's identity and scope",
-            cert.common_name,
-            policy.agent_id()
-        );
-    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    crate::identity::check_for_policy(&cert, &policy, now)?;
     let tls = client_config(&config.upstream_ca, identity.clone())?;
     let connector = Connector::new(tls, config.connect_timeout);
     let pool = Pool::new(config.max_idle_per_host, config.idle_timeout);
@@ -55,6 +51,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<Proxy>, ListenerSettings)> 
         settings: Settings {
             region: config.region.clone(),
             body_limit: config.body_limit,
+            body_read_timeout: config.body_read_timeout,
             pinned: config.resolve.clone(),
             dns_timeout: Duration::from_secs(5),
         },

@@ -18,4 +18,4 @@ pub use backend::{KeyAlgorithm, KeyBackend, KeyError, Locality};
 pub use cert::{load_certificate_chain, parse_certificate_chain, CertError};
 pub use file::FileKey;
 pub use keyref::{open_key, KeyRef};
-pub use tls::{AgentIdentity, IdentityError};
+pub use tls::{AgentIdentity, IdentityError, SignerUnavailable};

@@ -7,6 +7,22 @@ use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 
 use crate::backend::{KeyBackend, Locality};
 
+/// The key backend failed to sign during a TLS handshake. Carried inside
+/// `rustls::Error::Other`; find it with [`SignerUnavailable::find`].
+#[derive(Debug, thiserror::Error)]
+#[error("the agent's key could not sign: {0}")]
+pub struct SignerUnavailable(pub crate::backend::KeyError);
+
+impl SignerUnavailable {
+    /// Looks for a signer failure behind a TLS error.
+    pub fn find(err: &rustls::Error) -> Option<&SignerUnavailable> {
+        match err {
+            rustls::Error::Other(other) => other.0.downcast_ref::<SignerUnavailable>(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("certificate does not match key {key}: {reason}; keep the certificate that was issued for this key")]
@@ -147,9 +163,11 @@ struct BackendSigner {
 impl Signer for BackendSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         let sign = || {
-            self.backend
-                .sign(self.scheme, message)
-                .map_err(|e| rustls::Error::General(e.to_string()))
+            self.backend.sign(self.scheme, message).map_err(|e| {
+                // Typed, so the proxy can tell "our key could not sign" (503)
+                // from "the peer broke the handshake" (502).
+                rustls::Error::Other(rustls::OtherError(Arc::new(SignerUnavailable(e))))
+            })
         };
         match self.backend.locality() {
             Locality::InProcess => sign(),
@@ -202,6 +220,48 @@ mod tests {
         assert!(identity
             .resolve(&[], &[SignatureScheme::RSA_PSS_SHA256])
             .is_none());
+    }
+
+    #[derive(Debug)]
+    struct BrokenKey(Arc<dyn KeyBackend>);
+
+    impl KeyBackend for BrokenKey {
+        fn describe(&self) -> String {
+            "broken".into()
+        }
+        fn algorithm(&self) -> crate::KeyAlgorithm {
+            self.0.algorithm()
+        }
+        fn public_key_spki(&self) -> &[u8] {
+            self.0.public_key_spki()
+        }
+        fn locality(&self) -> Locality {
+            Locality::Remote
+        }
+        fn sign(&self, _: SignatureScheme, _: &[u8]) -> Result<Vec<u8>, crate::KeyError> {
+            Err(crate::KeyError::Sign {
+                key: "broken".into(),
+                reason: "service unavailable".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn backend_failure_is_recognisable_behind_the_tls_error() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let identity =
+            AgentIdentity::new(Arc::new(BrokenKey(file_key(&key))), vec![self_signed(&key)])
+                .unwrap();
+        let certified = identity
+            .resolve(&[], &[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        let signer = certified
+            .key
+            .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        let err = signer.sign(b"transcript").unwrap_err();
+        let found = SignerUnavailable::find(&err).expect("typed signer failure");
+        assert!(found.to_string().contains("service unavailable"));
     }
 
     #[test]

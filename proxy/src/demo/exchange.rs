@@ -152,11 +152,46 @@ impl Drop for Exchange {
     }
 }
 
+type EchoBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Sends a first piece of its body and then nothing, ever: an upstream that
+/// hangs mid-response.
+struct StalledBody {
+    sent: bool,
+}
+
+impl http_body::Body for StalledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        if self.sent {
+            return std::task::Poll::Pending;
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"{\"partial\":",
+        )))))
+    }
+}
+
 async fn echo(
     request: Request<Incoming>,
     client: Option<crate::identity::CertSummary>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<EchoBody>, hyper::Error> {
     let (parts, body) = request.into_parts();
+    // `/stall` answers 200 with a body that never finishes.
+    if parts.uri.path() == "/stall" {
+        let mut response = Response::new(StalledBody { sent: false }.boxed_unsync());
+        response.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("100"),
+        );
+        return Ok(response);
+    }
     // `/slow?ms=N` holds the response (tests of in-flight limits).
     if parts.uri.path() == "/slow" {
         let ms = parts
@@ -188,7 +223,11 @@ async fn echo(
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
-    let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
+    let mut response = Response::new(
+        Full::new(Bytes::from(reply.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

@@ -102,6 +102,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         body_limit: crate::config::DEFAULT_BODY_LIMIT,
         max_header_bytes: 64 * 1024,
         header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(30),
         audit_log: Some(root.join("audit.jsonl")),
         identity_cert: CertSource::File(cert_path),
         identity_key: format!("file:{}", key_path.display()),

@@ -5,6 +5,9 @@ use rustls::{AlertDescription, CertificateError};
 
 use crate::errors::ProxyError;
 
+/// Our own key could not sign: not the upstream's fault, so 503.
+pub const SIGNER_UNAVAILABLE: &str = "signer_unavailable";
+
 /// Why an upstream exchange failed, named so the agent's operator can act.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -52,6 +55,12 @@ impl UpstreamError {
 
     fn from_tls(err: &rustls::Error, addr: impl std::fmt::Display) -> Self {
         use rustls::Error as E;
+        if let Some(failure) = kakunin_signer::SignerUnavailable::find(err) {
+            return Self::new(
+                SIGNER_UNAVAILABLE,
+                format!("{failure} (handshake with {addr})"),
+            );
+        }
         match err {
             E::InvalidCertificate(CertificateError::UnknownIssuer) => Self::new(
                 "upstream_unknown_ca",
@@ -100,7 +109,41 @@ impl UpstreamError {
 
 impl From<UpstreamError> for ProxyError {
     fn from(err: UpstreamError) -> Self {
-        let status = StatusCode::BAD_GATEWAY;
+        let status = if err.code == SIGNER_UNAVAILABLE {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
         ProxyError::new(status, err.code, err.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signer_failures_are_503_and_peer_failures_502() {
+        let failure = kakunin_signer::SignerUnavailable(kakunin_signer::KeyError::Sign {
+            key: "aws-kms:k".into(),
+            reason: "throttled".into(),
+        });
+        let tls = rustls::Error::Other(rustls::OtherError(std::sync::Arc::new(failure)));
+        let io = io::Error::new(io::ErrorKind::InvalidData, tls);
+        let err: ProxyError = UpstreamError::from_io(&io, "127.0.0.1:443").into();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code, SIGNER_UNAVAILABLE);
+
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let io = io::Error::new(io::ErrorKind::InvalidData, unknown);
+        let err: ProxyError = UpstreamError::from_io(&io, "127.0.0.1:443").into();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(err.code, "upstream_unknown_ca");
+
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            UpstreamError::from_io(&refused, "127.0.0.1:1").code,
+            "upstream_connection_refused"
+        );
     }
 }

@@ -1,9 +1,12 @@
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -172,6 +175,7 @@ impl Upstream {
         sender: RequestSender,
         guard: Option<Box<dyn Send>>,
     ) -> Response<PooledBody> {
+        let idle_timeout = self.response_timeout;
         response.map(|inner| PooledBody {
             inner,
             ticket: Some(Ticket {
@@ -179,6 +183,8 @@ impl Upstream {
                 key,
                 sender,
             }),
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
             _guard: guard,
         })
     }
@@ -216,34 +222,55 @@ impl Ticket {
 /// An upstream response body that returns its connection to the pool when
 /// read to the end, and closes it when abandoned halfway (the rest of the
 /// body would otherwise have to be drained).
+///
+/// An upstream that stops sending mid-body is cut off after the response
+/// timeout without a frame: a stalled body must not hold a connection and an
+/// in-flight slot forever.
 pub struct PooledBody {
     inner: Incoming,
     ticket: Option<Ticket>,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
     _guard: Option<Box<dyn Send>>,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no part of the response body for {0:?}")]
+pub struct BodyStalled(Duration);
+
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 if let Some(ticket) = this.ticket.take() {
                     ticket.give_back();
                 }
+                Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Ok(frame))) => {
+                let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
                 this.ticket = None;
+                Poll::Ready(Some(Err(Box::new(err))))
             }
-            _ => {}
+            Poll::Pending => {
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    this.ticket = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))));
+                }
+                Poll::Pending
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
