@@ -37,15 +37,25 @@ struct Idle {
 /// likely to have been closed by the peer).
 #[derive(Clone)]
 pub struct Pool {
-    idle: Arc<Mutex<HashMap<PoolKey, Vec<Idle>>>>,
+    idle: Arc<Mutex<IdleSet>>,
     max_idle_per_key: usize,
     idle_timeout: Duration,
+}
+
+struct IdleSet {
+    by_key: HashMap<PoolKey, Vec<Idle>>,
+    /// Hosts that are not visited again would keep their dead connections
+    /// forever; a sweep now and then drops them.
+    last_sweep: Instant,
 }
 
 impl Pool {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Self {
         Pool {
-            idle: Arc::new(Mutex::new(HashMap::new())),
+            idle: Arc::new(Mutex::new(IdleSet {
+                by_key: HashMap::new(),
+                last_sweep: Instant::now(),
+            })),
             max_idle_per_key,
             idle_timeout,
         }
@@ -53,7 +63,7 @@ impl Pool {
 
     fn checkout(&self, key: &PoolKey) -> Option<RequestSender> {
         let mut idle = self.lock();
-        let list = idle.get_mut(key)?;
+        let list = idle.by_key.get_mut(key)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             let fresh = now.duration_since(entry.since) < self.idle_timeout;
@@ -70,8 +80,17 @@ impl Pool {
         }
         let mut idle = self.lock();
         let now = Instant::now();
-        let list = idle.entry(key).or_default();
-        list.retain(|e| now.duration_since(e.since) < self.idle_timeout && !e.sender.is_closed());
+        let alive =
+            |e: &Idle| now.duration_since(e.since) < self.idle_timeout && !e.sender.is_closed();
+        if now.duration_since(idle.last_sweep) >= self.idle_timeout {
+            idle.by_key.retain(|_, list| {
+                list.retain(alive);
+                !list.is_empty()
+            });
+            idle.last_sweep = now;
+        }
+        let list = idle.by_key.entry(key).or_default();
+        list.retain(alive);
         if list.len() >= self.max_idle_per_key {
             // Drop the oldest: it is the likeliest to be closed by the peer.
             list.remove(0);
@@ -81,10 +100,10 @@ impl Pool {
 
     /// Number of idle connections (all hosts).
     pub fn idle_count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock().by_key.values().map(Vec::len).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleSet> {
         // The map holds no invariant a panic could break halfway.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
