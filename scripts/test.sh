@@ -9,6 +9,7 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=()

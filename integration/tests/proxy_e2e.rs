@@ -283,3 +283,43 @@ async fn blocked_address_spellings_are_all_refused() {
     assert!(failures.is_empty(), "not refused:\n{}", failures.join("\n"));
     assert_eq!(exchange.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_http_request_in_proxy_form() {
+    // What Node's HTTP proxy agents send: the absolute URL as the path.
+    let pki = Pki::new();
+    let exchange = pki.exchange().await;
+    let proxy = ProxyProcess::start(&pki.config(POLICY, exchange.addr(), ""));
+    let script = format!(
+        r#"
+const http = require('http');
+const req = http.request({{ host: '127.0.0.1', port: {port}, method: 'POST',
+  path: 'http://api.exchange.com/v1/trades',
+  headers: {{ Host: 'api.exchange.com', 'Content-Type': 'application/json' }} }}, res => {{
+  let body = '';
+  res.on('data', d => body += d);
+  res.on('end', () => {{ console.log(res.statusCode, JSON.parse(body).client_cert_cn); }});
+}});
+req.on('error', e => {{ console.error(e); process.exit(1); }});
+req.end(JSON.stringify({{ market: 'EUR_USD', size: 5 }}));
+"#,
+        port = proxy.addr.port()
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["-e", &script])
+            .output()
+            .expect("node must be installed (the test command installs it)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "200 trading_bot_v2"
+    );
+}
