@@ -147,27 +147,14 @@ req = urllib.request.Request("http://api.exchange.com/v1/trades",
 print(json.load(urllib.request.urlopen(req, timeout=20))["client_cert_cn"])
 "#;
     let url = proxy.url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(["-c", script])
-            .env("HTTP_PROXY", &url)
-            .env("http_proxy", &url)
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "trading_bot_v2"
-    );
+    let mut python = Command::new("python3");
+    python
+        .args(["-c", script])
+        .env("HTTP_PROXY", &url)
+        .env("http_proxy", &url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    assert_eq!(run_client(python).await, "trading_bot_v2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -305,21 +292,7 @@ req.end(JSON.stringify({{ market: 'EUR_USD', size: 5 }}));
 "#,
         port = proxy.addr.port()
     );
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["-e", &script])
-            .output()
-            .expect("node must be installed (the test command installs it)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "200 trading_bot_v2"
-    );
+    let mut node = Command::new("node");
+    node.args(["-e", &script]);
+    assert_eq!(run_client(node).await, "200 trading_bot_v2");
 }

@@ -199,7 +199,7 @@ impl Proxy {
         self.audit.record("action.decided", intent);
 
         // 10. Forward.
-        let upstream_request = build_upstream_request(parts, &target, port, body)?;
+        let upstream_request = build_upstream_request(parts, &path, &target, port, body)?;
         let key = PoolKey {
             host: target.host.clone(),
             port,
@@ -384,17 +384,15 @@ async fn read_body(
     }
 }
 
+/// The request as the upstream gets it: origin-form `path` (with query),
+/// `Host` from the canonical target, and only the headers that may cross.
 fn build_upstream_request(
     parts: http::request::Parts,
+    path: &str,
     target: &Target,
     port: u16,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, ProxyError> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers);
     headers::strip_agent_supplied_proof(&mut headers);

@@ -251,10 +251,21 @@ impl Answer {
 /// Runs curl with the proxy in `http_proxy` (curl reads only the lower-case
 /// variable for http URLs).
 pub fn curl(proxy: &ProxyProcess, args: &[&str]) -> Answer {
+    run_curl(proxy.url(), args.iter().map(|a| a.to_string()).collect())
+}
+
+/// `curl` for async tests: runs on the blocking pool.
+pub async fn curl_async(proxy_url: String, args: Vec<String>) -> Answer {
+    tokio::task::spawn_blocking(move || run_curl(proxy_url, args))
+        .await
+        .unwrap()
+}
+
+fn run_curl(proxy_url: String, args: Vec<String>) -> Answer {
     let output = Command::new("curl")
         .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .env("http_proxy", proxy.url())
+        .args(&args)
+        .env("http_proxy", proxy_url)
         .env_remove("HTTP_PROXY")
         .env_remove("no_proxy")
         .env_remove("NO_PROXY")
@@ -274,23 +285,19 @@ pub fn curl(proxy: &ProxyProcess, args: &[&str]) -> Answer {
     }
 }
 
-pub async fn curl_async(proxy_url: String, args: Vec<String>) -> Answer {
-    tokio::task::spawn_blocking(move || {
-        let output = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-            .args(&args)
-            .env("http_proxy", proxy_url)
-            .output()
-            .expect("curl");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", stdout.as_str()));
-        Answer {
-            status: status.trim().parse().unwrap_or(0),
-            body: body.to_string(),
-        }
-    })
-    .await
-    .unwrap()
+/// Runs another HTTP client (python, node) to completion off the async
+/// runtime; asserts it succeeded and returns its trimmed standard output.
+pub async fn run_client(mut command: Command) -> String {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("client program must be installed (the test command installs it)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// Writes raw bytes to the proxy and returns everything it answers until it
