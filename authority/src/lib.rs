@@ -7,8 +7,10 @@
 mod ca;
 mod der;
 mod issue;
+mod status;
 
 pub use ca::{Authority, CaSettings, InitOptions};
+pub use status::{parse_serial, serial_hex, CertStatus, RevocationReason};
 
 /// The scope extension's value for a policy: a DER UTF8String holding its
 /// canonical JSON. Relying parties compare or decode this.
