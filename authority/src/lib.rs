@@ -7,6 +7,7 @@
 mod ca;
 mod der;
 mod issue;
+pub mod ocsp;
 mod status;
 
 pub use ca::{Authority, CaSettings, InitOptions};
