@@ -9,11 +9,14 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use crate::aia::{normalise_public_url, DEFAULT_PUBLIC_URL};
+use crate::store::{unix_now, Store, StoreOptions};
 use crate::AuthorityError;
 
 const CERT_FILE: &str = "ca.pem";
 const KEY_FILE: &str = "ca-key.pem";
 const SETTINGS_FILE: &str = "ca.json";
+const DB_FILE: &str = "ca.db";
 
 /// What a CA directory remembers besides its key and certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +26,15 @@ pub struct CaSettings {
     pub trust_domain: String,
     /// OID of the scope extension, as dotted text.
     pub scope_oid: String,
+    /// Base URL where `kakunin ca serve` is reached: certificates point
+    /// relying parties at `{public_url}/ocsp` and `{public_url}/crl`.
+    /// Directories made before the key existed read as the default.
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+}
+
+fn default_public_url() -> String {
+    DEFAULT_PUBLIC_URL.to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +42,8 @@ pub struct InitOptions {
     pub trust_domain: String,
     pub common_name: String,
     pub validity_days: u32,
+    /// See [`CaSettings::public_url`].
+    pub public_url: String,
 }
 
 impl Default for InitOptions {
@@ -38,16 +52,19 @@ impl Default for InitOptions {
             trust_domain: "kakunin.local".into(),
             common_name: "Kakunin Root CA".into(),
             validity_days: 3650,
+            public_url: DEFAULT_PUBLIC_URL.into(),
         }
     }
 }
 
-/// An opened CA directory: `ca.pem`, `ca-key.pem` (mode 0600), `ca.json`.
+/// An opened CA directory: `ca.pem`, `ca-key.pem` (mode 0600), `ca.json`,
+/// and `ca.db` (what it issued and revoked).
 pub struct Authority {
     dir: PathBuf,
     settings: CaSettings,
     cert_pem: String,
     pub(crate) issuer: Issuer<'static, KeyPair>,
+    store: Store,
 }
 
 impl std::fmt::Debug for Authority {
@@ -65,9 +82,10 @@ impl Authority {
     /// certificate it issued.
     pub fn init(dir: &Path, options: &InitOptions) -> Result<Authority, AuthorityError> {
         validate_trust_domain(&options.trust_domain)?;
+        let public_url = normalise_public_url(&options.public_url)?;
         fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let cert_path = dir.join(CERT_FILE);
-        if cert_path.exists() || dir.join(KEY_FILE).exists() {
+        if cert_path.exists() || dir.join(KEY_FILE).exists() || dir.join(DB_FILE).exists() {
             return Err(AuthorityError::AlreadyInitialised {
                 path: dir.display().to_string(),
             });
@@ -100,7 +118,11 @@ impl Authority {
         let settings = CaSettings {
             trust_domain: options.trust_domain.clone(),
             scope_oid: dotted(crate::DEFAULT_SCOPE_OID),
+            public_url,
         };
+        // The database first: if it cannot be made here, nothing else is
+        // left behind to look like a working CA.
+        drop(Store::create(&dir.join(DB_FILE), &StoreOptions::default())?);
         write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
         write_file(&cert_path, cert.pem().as_bytes())?;
         let settings_json =
@@ -113,6 +135,12 @@ impl Authority {
     }
 
     pub fn open(dir: &Path) -> Result<Authority, AuthorityError> {
+        Self::open_with(dir, &StoreOptions::default())
+    }
+
+    /// Opens the directory and brings its database up to date: scheduled
+    /// revocations whose time has come are written down as revocations.
+    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Authority, AuthorityError> {
         let cert_path = dir.join(CERT_FILE);
         if !cert_path.exists() {
             return Err(AuthorityError::NotInitialised {
@@ -126,15 +154,32 @@ impl Authority {
         let settings: CaSettings = serde_json::from_str(&read_text(&settings_path)?)
             .map_err(|e| corrupt(&settings_path, e))?;
         parse_oid(&settings.scope_oid).map_err(|e| corrupt(&settings_path, e))?;
+        normalise_public_url(&settings.public_url).map_err(|e| corrupt(&settings_path, e))?;
         check_key_matches(&cert_pem, &key).map_err(|e| corrupt(&key_path, e))?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| corrupt(&cert_path, e))?;
+        let store = Store::open(&dir.join(DB_FILE), options)?;
+        store.materialize_due(unix_now())?;
         Ok(Authority {
             dir: dir.to_path_buf(),
             settings,
             cert_pem,
             issuer,
+            store,
         })
+    }
+
+    /// The CA database: status, listing and the event feed for a server.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn ocsp_url(&self) -> String {
+        crate::aia::ocsp_url(&self.settings.public_url)
+    }
+
+    pub fn crl_url(&self) -> String {
+        crate::aia::crl_url(&self.settings.public_url)
     }
 
     pub fn dir(&self) -> &Path {
@@ -152,6 +197,20 @@ impl Authority {
 
     pub fn certificate_path(&self) -> PathBuf {
         self.dir.join(CERT_FILE)
+    }
+
+    /// What OCSP says about `serial` now (`Unknown` if never issued here).
+    pub fn status(&self, serial: &str) -> Result<crate::CertStatus, AuthorityError> {
+        self.store.status(serial)
+    }
+
+    /// Revokes `serial` (operator text: hex, colons allowed) now.
+    pub fn revoke(
+        &self,
+        serial: &str,
+        reason: crate::RevocationReason,
+    ) -> Result<crate::CertRecord, AuthorityError> {
+        self.store.revoke(serial, reason, unix_now())
     }
 
     pub(crate) fn scope_oid(&self) -> Vec<u64> {
@@ -292,6 +351,36 @@ mod tests {
         fs::write(dir.path().join(KEY_FILE), stranger.serialize_pem()).unwrap();
         let err = Authority::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
+    }
+
+    #[test]
+    fn settings_without_public_url_read_as_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        Authority::init(dir.path(), &InitOptions::default()).unwrap();
+        let path = dir.path().join(SETTINGS_FILE);
+        let old = r#"{"trust_domain": "kakunin.local", "scope_oid": "1.3.6.1.4.1.32473.1.1"}"#;
+        fs::write(&path, old).unwrap();
+        let ca = Authority::open(dir.path()).unwrap();
+        assert_eq!(ca.settings().public_url, DEFAULT_PUBLIC_URL);
+        assert_eq!(ca.crl_url(), "http://127.0.0.1:8180/crl");
+
+        let bad = r#"{"trust_domain": "a", "scope_oid": "1.2", "public_url": "ftp://x"}"#;
+        fs::write(&path, bad).unwrap();
+        let err = Authority::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(SETTINGS_FILE) && err.contains("http://"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_database_is_not_silently_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        Authority::init(dir.path(), &InitOptions::default()).unwrap();
+        fs::remove_file(dir.path().join(DB_FILE)).unwrap();
+        let err = Authority::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("backup"), "{err}");
+        assert!(!dir.path().join(DB_FILE).exists());
     }
 
     #[cfg(unix)]

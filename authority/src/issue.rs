@@ -6,6 +6,7 @@ use ring::rand::SecureRandom;
 use time::{Duration, OffsetDateTime};
 
 use crate::ca::Authority;
+use crate::store::{CertKind, NewCertificate};
 use crate::{der, AuthorityError};
 
 /// Whose public key goes into the certificate.
@@ -16,6 +17,11 @@ pub enum SubjectKey {
     /// A public key (PEM SubjectPublicKeyInfo) whose private half lives
     /// elsewhere: a KMS, an HSM, another machine.
     PublicKeyPem(String),
+    /// A PEM PKCS#10 request: only its public key is used, and only once its
+    /// self-signature verifies.
+    CsrPem(String),
+    /// A DER SubjectPublicKeyInfo (rotation re-certifying a stored key).
+    SpkiDer(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +75,7 @@ pub struct ServerRequest {
     pub validity: Validity,
 }
 
-/// A freshly issued certificate.
+/// A freshly issued certificate, already recorded in the CA database.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub cert_pem: String,
@@ -83,8 +89,16 @@ pub struct Issued {
 impl Authority {
     /// Issues an agent certificate per DESIGN.md's contract: CN = agent id,
     /// one SPIFFE URI SAN, KU digitalSignature (critical), EKU clientAuth,
+    /// AIA (OCSP) and a CRL distribution point under the CA's public URL,
     /// and the scope extension holding the policy's canonical JSON.
     pub fn issue_agent(&self, request: &AgentRequest<'_>) -> Result<Issued, AuthorityError> {
+        let signed = self.sign_agent(request)?;
+        self.store().insert(&signed.record)?;
+        Ok(signed.issued)
+    }
+
+    /// Signs without recording: rotation records inside its own transaction.
+    pub(crate) fn sign_agent(&self, request: &AgentRequest<'_>) -> Result<Signed, AuthorityError> {
         validate_agent_id(request.agent_id)?;
         if request.policy.agent_id() != request.agent_id {
             return Err(AuthorityError::Invalid {
@@ -112,7 +126,13 @@ impl Authority {
             &self.scope_oid(),
             der::utf8_string(request.policy.canonical_json()),
         )];
-        self.sign(params, &request.key, request.validity)
+        crate::aia::add_revocation_pointers(&mut params, &self.settings().public_url)?;
+        let mut signed = self.sign(params, &request.key, request.validity)?;
+        signed.record.kind = CertKind::Agent;
+        signed.record.subject = request.agent_id.to_string();
+        signed.record.agent_id = Some(request.agent_id.to_string());
+        signed.record.policy_json = Some(request.policy.canonical_json().to_string());
+        Ok(signed)
     }
 
     /// Issues a TLS server certificate (for an upstream in tests and demos,
@@ -128,7 +148,11 @@ impl Authority {
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params, &SubjectKey::Generate, request.validity)
+        let mut signed = self.sign(params, &SubjectKey::Generate, request.validity)?;
+        signed.record.kind = CertKind::Server;
+        signed.record.subject = first.clone();
+        self.store().insert(&signed.record)?;
+        Ok(signed.issued)
     }
 
     fn sign(
@@ -136,8 +160,9 @@ impl Authority {
         mut params: CertificateParams,
         key: &SubjectKey,
         validity: Validity,
-    ) -> Result<Issued, AuthorityError> {
-        let (not_before, not_after) = validity.window(OffsetDateTime::now_utc())?;
+    ) -> Result<Signed, AuthorityError> {
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = validity.window(now)?;
         if not_after <= not_before {
             return Err(AuthorityError::Invalid {
                 what: "validity",
@@ -147,7 +172,7 @@ impl Authority {
         params.not_before = not_before;
         params.not_after = not_after;
         let serial = random_serial()?;
-        let serial_hex = hex(&serial.to_bytes());
+        let serial_hex = crate::serial_hex(serial.as_ref());
         params.serial_number = Some(serial);
         params.use_authority_key_identifier_extension = true;
 
@@ -167,14 +192,64 @@ impl Authority {
                     })?;
                 (params.signed_by(&public, &self.issuer)?, None)
             }
+            SubjectKey::CsrPem(pem) => {
+                let spki = crate::csr::public_key_from_csr(pem)?;
+                (
+                    params.signed_by(&spki_from_der(&spki)?, &self.issuer)?,
+                    None,
+                )
+            }
+            SubjectKey::SpkiDer(spki) => {
+                (params.signed_by(&spki_from_der(spki)?, &self.issuer)?, None)
+            }
         };
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem,
-            serial_hex,
-            not_after: params.not_after,
+        let der = cert.der().to_vec();
+        let spki_der = subject_spki(&der)?;
+        Ok(Signed {
+            record: NewCertificate {
+                serial: serial_hex.clone(),
+                kind: CertKind::Server,
+                subject: String::new(),
+                agent_id: None,
+                not_before: params.not_before.unix_timestamp(),
+                not_after: params.not_after.unix_timestamp(),
+                issued_at: now.unix_timestamp(),
+                spki_der,
+                der,
+                policy_json: None,
+            },
+            issued: Issued {
+                cert_pem: cert.pem(),
+                key_pem,
+                serial_hex,
+                not_after: params.not_after,
+            },
         })
     }
+}
+
+/// A signed certificate and the row that records it.
+pub(crate) struct Signed {
+    pub issued: Issued,
+    pub record: NewCertificate,
+}
+
+fn spki_from_der(spki: &[u8]) -> Result<SubjectPublicKeyInfo, AuthorityError> {
+    SubjectPublicKeyInfo::from_der(spki).map_err(|e| AuthorityError::Invalid {
+        what: "public key",
+        reason: format!("{e}; supported keys are ECDSA P-256/P-384, Ed25519 and RSA"),
+    })
+}
+
+/// The certificate's own SubjectPublicKeyInfo, byte for byte, so a rotation
+/// that keeps the key certifies exactly the same bytes again.
+fn subject_spki(der: &[u8]) -> Result<Vec<u8>, AuthorityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| AuthorityError::Invalid {
+            what: "issued certificate",
+            reason: format!("does not parse back: {e}"),
+        })?;
+    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
 /// 16 random bytes, top bit clear so the DER INTEGER stays positive without
@@ -189,10 +264,6 @@ pub(crate) fn random_serial() -> Result<SerialNumber, AuthorityError> {
         })?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Agent ids become a SPIFFE path segment and a CN: keep them to characters
@@ -220,7 +291,7 @@ mod tests {
     use super::Validity;
     use super::*;
     use crate::InitOptions;
-    use x509_parser::prelude::GeneralName;
+    use x509_parser::prelude::{GeneralName, ParsedExtension};
 
     const POLICY: &str = r#"{
         "agent_id": "trading_bot_v2",
@@ -282,6 +353,89 @@ mod tests {
             cert.issuer().to_string(),
             "CN=Kakunin Root CA, O=Kakunin".to_string()
         );
+    }
+
+    #[test]
+    fn agent_certificates_point_at_revocation_services_and_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            public_url: "https://ca.example.com/k/".into(),
+            ..InitOptions::default()
+        };
+        let ca = Authority::init(dir.path(), &options).unwrap();
+        assert_eq!(ca.ocsp_url(), "https://ca.example.com/k/ocsp");
+        let policy = kakunin_policy::Policy::from_json_str("p.json", POLICY).unwrap();
+        let issued = ca
+            .issue_agent(&AgentRequest {
+                agent_id: "trading_bot_v2",
+                policy: &policy,
+                key: SubjectKey::Generate,
+                validity: Validity::Days(1),
+            })
+            .unwrap();
+        let pem = ::x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = pem.parse_x509().unwrap();
+        let mut ocsp = None;
+        let mut crl = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::AuthorityInfoAccess(aia) => {
+                    let desc = &aia.accessdescs[0];
+                    assert_eq!(desc.access_method.to_id_string(), "1.3.6.1.5.5.7.48.1");
+                    ocsp = Some(format!("{:?}", desc.access_location));
+                }
+                ParsedExtension::CRLDistributionPoints(points) => {
+                    crl = Some(format!("{:?}", points.points[0].distribution_point));
+                }
+                _ => {}
+            }
+        }
+        assert!(ocsp.unwrap().contains("https://ca.example.com/k/ocsp"));
+        assert!(crl.unwrap().contains("https://ca.example.com/k/crl"));
+
+        let record = ca.store().get(&issued.serial_hex).unwrap().unwrap();
+        assert_eq!(record.kind, crate::CertKind::Agent);
+        assert_eq!(record.agent_id.as_deref(), Some("trading_bot_v2"));
+        assert_eq!(record.policy_json.as_deref(), Some(policy.canonical_json()));
+        assert_eq!(record.der, pem.contents);
+        assert_eq!(record.spki_der, cert.public_key().raw);
+        assert_eq!(record.not_after, issued.not_after.unix_timestamp());
+        assert_eq!(
+            ca.status(&issued.serial_hex).unwrap(),
+            crate::CertStatus::Good
+        );
+    }
+
+    #[test]
+    fn a_csr_contributes_its_key_and_nothing_else() {
+        let (_dir, ca) = ca();
+        let policy = kakunin_policy::Policy::from_json_str("p.json", POLICY).unwrap();
+        let holder = KeyPair::generate().unwrap();
+        let mut asked = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        asked.distinguished_name.push(DnType::CommonName, "root");
+        let csr = asked.serialize_request(&holder).unwrap().pem().unwrap();
+        let issued = ca
+            .issue_agent(&AgentRequest {
+                agent_id: "trading_bot_v2",
+                policy: &policy,
+                key: SubjectKey::CsrPem(csr),
+                validity: Validity::Hours(1),
+            })
+            .unwrap();
+        let pem = ::x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1;
+        let cert = pem.parse_x509().unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            holder.public_key_raw()
+        );
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "trading_bot_v2");
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(san.value.general_names.len(), 1);
     }
 
     #[test]

@@ -2,16 +2,29 @@
 //! certificates that carry their scope (the policy's canonical JSON) in an
 //! extension, per DESIGN.md's certificate contract.
 //!
-//! Revocation (CRL, OCSP) and rotation build on the same directory later.
+//! What the CA issued and revoked lives in `ca.db` ([`Store`]); CRLs,
+//! rotation and (elsewhere) OCSP answer from it.
 
+mod aia;
 mod ca;
+mod crl;
+mod csr;
 mod der;
 mod issue;
 pub mod ocsp;
+mod rotate;
 mod status;
+pub mod store;
 
+pub use aia::DEFAULT_PUBLIC_URL;
 pub use ca::{Authority, CaSettings, InitOptions};
+pub use crl::Crl;
+pub use csr::{public_key_from_csr, public_key_from_pem};
+pub use rotate::{RotateRequest, Rotated};
 pub use status::{parse_serial, serial_hex, CertStatus, RevocationReason};
+pub use store::{
+    rfc3339, CertKind, CertRecord, Event, EventKind, Lifecycle, RevokedEntry, Store, StoreOptions,
+};
 
 /// The scope extension's value for a policy: a DER UTF8String holding its
 /// canonical JSON. Relying parties compare or decode this.
@@ -47,4 +60,49 @@ pub enum AuthorityError {
     Invalid { what: &'static str, reason: String },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error(
+        "{path}: the CA database is missing. Restore ca.db from a backup of this CA directory; \
+         without it the CA has no record of what it issued or revoked"
+    )]
+    DatabaseMissing { path: String },
+    #[error(
+        "{path}: the CA database is damaged or is not a Kakunin CA database ({reason}). \
+         Restore ca.db from a backup, and keep the damaged file for inspection"
+    )]
+    DatabaseCorrupt { path: String, reason: String },
+    #[error(
+        "{path} is locked by another process (waited {waited_ms} ms): another `kakunin ca` \
+         command or a backup is writing to it. Retry when it finishes, or wait longer with \
+         --lock-timeout-ms"
+    )]
+    DatabaseLocked { path: String, waited_ms: u128 },
+    #[error(
+        "{path}: the CA database has schema version {found}, newer than this kakunin \
+         understands ({supported}); use the kakunin that wrote it, or a newer one"
+    )]
+    DatabaseTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path}: database error: {reason}")]
+    Database { path: String, reason: String },
+    #[error(
+        "serial {serial} was not issued by this CA (`kakunin ca list` shows the serials it knows)"
+    )]
+    UnknownSerial { serial: String },
+    #[error(
+        "serial {serial} is already revoked ({reason}, since {at}); a revocation is final, \
+         nothing was changed"
+    )]
+    AlreadyRevoked {
+        serial: String,
+        at: String,
+        reason: RevocationReason,
+    },
+    #[error(
+        "agent {agent_id:?} has no current certificate to rotate (none issued, or all revoked); \
+         issue one with `kakunin ca issue`"
+    )]
+    NothingToRotate { agent_id: String },
 }

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kakunin_authority::{
-    AgentRequest, Authority, InitOptions, ServerRequest, SubjectKey, Validity,
-};
 
 use crate::config::{Config, ProxyFlags};
+
+pub mod ca;
+pub use ca::CaCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +22,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up and matched once: the size of the largest variant
+// costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the egress proxy (agents set HTTP_PROXY to it).
@@ -31,8 +34,17 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// The certificate authority: a root CA and agent certificates.
+    /// The certificate authority: a root CA, agent certificates, revocation.
     Ca {
+        /// How long to wait, in milliseconds, when another process is writing
+        /// to the CA database before giving up.
+        #[arg(
+            long,
+            global = true,
+            default_value_t = 5000,
+            env = "KAKUNIN_CA_LOCK_TIMEOUT_MS"
+        )]
+        lock_timeout_ms: u64,
         #[command(subcommand)]
         command: CaCommand,
     },
@@ -46,58 +58,6 @@ pub enum PolicyCommand {
     Check { file: PathBuf },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum CaCommand {
-    /// Create a root CA in DIR (ca.pem, ca-key.pem, ca.json).
-    Init {
-        #[arg(long)]
-        dir: PathBuf,
-        /// SPIFFE trust domain of the agents this CA issues for.
-        #[arg(long, default_value = "kakunin.local")]
-        trust_domain: String,
-    },
-    /// Issue an agent certificate carrying the policy as its scope.
-    Issue {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        agent_id: String,
-        #[arg(long)]
-        policy: PathBuf,
-        /// Generate a P-256 key and write it here (mode 0600).
-        #[arg(
-            long,
-            conflicts_with = "public_key",
-            required_unless_present = "public_key"
-        )]
-        key_out: Option<PathBuf>,
-        /// Certify an existing public key (PEM SubjectPublicKeyInfo).
-        #[arg(long)]
-        public_key: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-        /// Validity in days [default: 30].
-        #[arg(long, conflicts_with = "hours")]
-        days: Option<u32>,
-        #[arg(long)]
-        hours: Option<u32>,
-    },
-    /// Issue a TLS server certificate (an upstream for tests or an internal API).
-    IssueServer {
-        #[arg(long)]
-        dir: PathBuf,
-        /// DNS name or IP address; repeatable.
-        #[arg(long = "name", required = true)]
-        names: Vec<String>,
-        #[arg(long)]
-        key_out: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-    },
-}
-
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Proxy(flags) => {
@@ -108,8 +68,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => Ok(policy_check(&file)),
-        Command::Ca { command } => {
-            ca(command)?;
+        Command::Ca {
+            lock_timeout_ms,
+            command,
+        } => {
+            ca::run(command, std::time::Duration::from_millis(lock_timeout_ms))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => runtime()?.block_on(crate::demo::run()),
@@ -143,86 +106,4 @@ fn policy_check(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn ca(command: CaCommand) -> anyhow::Result<()> {
-    match command {
-        CaCommand::Init { dir, trust_domain } => {
-            let ca = Authority::init(
-                &dir,
-                &InitOptions {
-                    trust_domain,
-                    ..InitOptions::default()
-                },
-            )?;
-            println!("CA certificate: {}", ca.certificate_path().display());
-        }
-        CaCommand::Issue {
-            dir,
-            agent_id,
-            policy,
-            key_out,
-            public_key,
-            out,
-            days,
-            hours,
-        } => {
-            let ca = Authority::open(&dir)?;
-            let policy = crate::run::load_policy(&policy)?;
-            let key = match &public_key {
-                Some(path) => SubjectKey::PublicKeyPem(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?,
-                ),
-                None => SubjectKey::Generate,
-            };
-            let validity = match (days, hours) {
-                (_, Some(h)) => Validity::Hours(h),
-                (Some(d), None) => Validity::Days(d),
-                (None, None) => Validity::Days(30),
-            };
-            let issued = ca.issue_agent(&AgentRequest {
-                agent_id: &agent_id,
-                policy: &policy,
-                key,
-                validity,
-            })?;
-            if let (Some(path), Some(pem)) = (&key_out, &issued.key_pem) {
-                kakunin_authority::write_private_key(path, pem)?;
-            }
-            std::fs::write(&out, &issued.cert_pem)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!(
-                "issued {} serial {} valid until {} -> {}",
-                agent_id,
-                issued.serial_hex,
-                issued.not_after,
-                out.display()
-            );
-        }
-        CaCommand::IssueServer {
-            dir,
-            names,
-            key_out,
-            out,
-            days,
-        } => {
-            let ca = Authority::open(&dir)?;
-            let issued = ca.issue_server(&ServerRequest {
-                names,
-                validity: Validity::Days(days),
-            })?;
-            if let Some(pem) = &issued.key_pem {
-                kakunin_authority::write_private_key(&key_out, pem)?;
-            }
-            std::fs::write(&out, &issued.cert_pem)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            println!(
-                "issued server certificate serial {} -> {}",
-                issued.serial_hex,
-                out.display()
-            );
-        }
-    }
-    Ok(())
 }
