@@ -123,8 +123,7 @@ pub fn parse_serial(text: &str) -> Result<String, AuthorityError> {
         what: "serial number",
         reason: format!("{text:?} is not a hexadecimal serial number"),
     };
-    if cleaned.is_empty() || cleaned.len() > 42 || !cleaned.chars().all(|c| c.is_ascii_hexdigit())
-    {
+    if cleaned.is_empty() || cleaned.len() > 42 || !cleaned.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(invalid());
     }
     let padded = if cleaned.len() % 2 == 1 {

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub identity: IdentitySection,
     #[serde(default)]
     pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub revocation: RevocationSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +43,19 @@ pub struct FileConfig {
 pub struct IdentitySection {
     pub cert: Option<String>,
     pub key: Option<String>,
+    pub issuer: Option<PathBuf>,
+    pub reload_interval_ms: Option<u64>,
+}
+
+/// Where the agent certificate's status is asked. Whether it is asked, how
+/// long an answer is trusted and what happens without one are the policy's
+/// (`revocation_check`), because receivers hold the agent to them too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSection {
+    pub ocsp_url: Option<String>,
+    pub watch_url: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +111,26 @@ pub struct ProxyFlags {
     /// Agent key reference: file:/path.pem (aws-kms: and pkcs11: later).
     #[arg(long, env = "KAKUNIN_IDENTITY_KEY")]
     pub identity_key: Option<String>,
+    /// Certificate of the CA that issued the agent certificate, needed to
+    /// check its revocation status when the certificate file holds the leaf
+    /// alone.
+    #[arg(long, env = "KAKUNIN_IDENTITY_ISSUER")]
+    pub identity_issuer: Option<PathBuf>,
+    /// How often the certificate file is checked for a new certificate
+    /// (SIGHUP checks at once) [default: 1000].
+    #[arg(long, env = "KAKUNIN_IDENTITY_RELOAD_INTERVAL_MS")]
+    pub identity_reload_interval_ms: Option<u64>,
+    /// OCSP responder for the agent certificate [default: the certificate's
+    /// AIA OCSP URL].
+    #[arg(long, env = "KAKUNIN_REVOCATION_OCSP_URL")]
+    pub revocation_ocsp_url: Option<String>,
+    /// Revocation watch stream (server-sent events), or "off" [default: the
+    /// responder's origin + /watch].
+    #[arg(long, env = "KAKUNIN_REVOCATION_WATCH_URL")]
+    pub revocation_watch_url: Option<String>,
+    /// Time allowed for one OCSP exchange [default: 2000].
+    #[arg(long, env = "KAKUNIN_REVOCATION_TIMEOUT_MS")]
+    pub revocation_timeout_ms: Option<u64>,
     /// CA bundle (PEM) that upstream servers must chain to (pinned).
     #[arg(long, env = "KAKUNIN_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
@@ -142,6 +177,12 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     pub identity_cert: CertSource,
     pub identity_key: String,
+    pub identity_issuer: Option<PathBuf>,
+    pub reload_interval: Duration,
+    pub ocsp_url: Option<String>,
+    /// None: derived from the responder; Some("off"): no subscription.
+    pub watch_url: Option<String>,
+    pub revocation_timeout: Duration,
     pub upstream_ca: PathBuf,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -277,6 +318,24 @@ impl Config {
             audit_log,
             identity_cert,
             identity_key,
+            identity_issuer: pick(flags.identity_issuer.clone(), file.identity.issuer),
+            reload_interval: ms(
+                flags.identity_reload_interval_ms,
+                file.identity.reload_interval_ms,
+                1_000,
+                "identity.reload_interval_ms",
+            )?,
+            ocsp_url: pick(flags.revocation_ocsp_url.clone(), file.revocation.ocsp_url),
+            watch_url: pick(
+                flags.revocation_watch_url.clone(),
+                file.revocation.watch_url,
+            ),
+            revocation_timeout: ms(
+                flags.revocation_timeout_ms,
+                file.revocation.timeout_ms,
+                2_000,
+                "revocation.timeout_ms",
+            )?,
             upstream_ca,
             connect_timeout: ms(
                 flags.upstream_connect_timeout_ms,

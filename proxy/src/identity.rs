@@ -22,10 +22,14 @@ pub struct CertSummary {
     pub scope: Option<Vec<u8>>,
 }
 
-pub fn load_identity(
-    cert: &CertSource,
-    key_ref: &str,
-) -> anyhow::Result<(Arc<AgentIdentity>, CertSummary)> {
+/// The identity as loaded at start.
+pub struct LoadedIdentity {
+    pub identity: Arc<AgentIdentity>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub summary: CertSummary,
+}
+
+pub fn load_identity(cert: &CertSource, key_ref: &str) -> anyhow::Result<LoadedIdentity> {
     let chain = match cert {
         CertSource::File(path) => kakunin_signer::load_certificate_chain(path)?,
         CertSource::Inline(pem) => {
@@ -34,8 +38,12 @@ pub fn load_identity(
     };
     let summary = summarize(&chain[0]).context("agent certificate")?;
     let backend = kakunin_signer::open_key(key_ref)?;
-    let identity = AgentIdentity::new(backend, chain)?;
-    Ok((Arc::new(identity), summary))
+    let identity = AgentIdentity::new(backend, chain.clone())?;
+    Ok(LoadedIdentity {
+        identity: Arc::new(identity),
+        chain,
+        summary,
+    })
 }
 
 pub fn summarize(leaf: &CertificateDer<'_>) -> anyhow::Result<CertSummary> {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod body;
+pub mod ca_serve;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -13,6 +14,8 @@ pub mod identity;
 pub mod limits;
 pub mod pipeline;
 pub mod resolve;
+pub mod revocation;
+pub mod rotation;
 pub mod run;
 pub mod server;
 pub mod upstream;

@@ -1,7 +1,7 @@
 //! One agent request through DESIGN.md's pipeline, in its order:
 //! normalise → host rules → resolve once → denied networks → action rule and
-//! body → execution constraints and limits → (revocation gate, signature:
-//! later issues) → audit intent → forward over the pool → answer.
+//! body → execution constraints and limits → revocation gate (+ staple) →
+//! (signature: a later issue) → audit intent → forward over the pool → answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,9 +18,9 @@ use crate::audit::AuditLog;
 use crate::body::ProxyBody;
 use crate::errors::ProxyError;
 use crate::headers;
-use crate::identity::CertSummary;
 use crate::limits::Limits;
 use crate::resolve::{resolve, Resolved};
+use crate::revocation::{RevocationGate, OCSP_HEADER};
 use crate::upstream::{PoolKey, Upstream};
 
 pub struct Settings {
@@ -35,9 +35,10 @@ pub struct Proxy {
     pub policy: Policy,
     pub limits: Limits,
     pub upstream: Upstream,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub settings: Settings,
-    pub cert: CertSummary,
+    /// Owns the certificate in use (rotation replaces it there).
+    pub gate: Arc<RevocationGate>,
 }
 
 /// What the audit records about a request as it moves along.
@@ -60,7 +61,10 @@ impl Proxy {
             would_deny: Vec::new(),
         };
         trail.set("agent_id", self.policy.agent_id());
-        trail.set("agent_cert_serial", self.cert.serial_hex.as_str());
+        trail.set(
+            "agent_cert_serial",
+            self.gate.subject().summary.serial_hex.as_str(),
+        );
         trail.set("method", request.method().as_str());
         // The path only: a query string or user information may hold secrets.
         trail.set("path", request.uri().path());
@@ -89,6 +93,11 @@ impl Proxy {
         request: Request<Incoming>,
         trail: &mut Trail,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // A halted identity refuses everything, before any other check can
+        // give a misleading answer (a rate limit, say) or spend budget.
+        if let Some(halt) = self.gate.halted() {
+            return Err(crate::revocation::revoked_error(&halt));
+        }
         // 1. Accept: the request must be one we can forward faithfully.
         if request.method() == Method::CONNECT {
             return Err(ProxyError::connect_refused(
@@ -182,6 +191,14 @@ impl Proxy {
             self.enforce_limit(self.limits.check_rate(action.map(|a| a.index)), trail)?;
         }
 
+        // 7. Revocation gate: never skipped, and a revoked identity halts
+        // even in report mode.
+        let admission = self.gate.admit().await?;
+        trail.set("revocation", admission.status);
+        if let Some(note) = &admission.note {
+            trail.set("revocation_error", note.as_str());
+        }
+
         // 9. Intent, before anything leaves.
         let mut intent = trail.fields.clone();
         intent.insert(
@@ -199,7 +216,10 @@ impl Proxy {
         self.audit.record("action.decided", intent);
 
         // 10. Forward.
-        let upstream_request = build_upstream_request(parts, &path, &target, port, body)?;
+        let mut upstream_request = build_upstream_request(parts, &path, &target, port, body)?;
+        if let Some(staple) = admission.staple {
+            upstream_request.headers_mut().insert(OCSP_HEADER, staple);
+        }
         let key = PoolKey {
             host: target.host.clone(),
             port,

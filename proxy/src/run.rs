@@ -6,10 +6,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::audit::AuditLog;
-use crate::config::Config;
+use crate::config::{CertSource, Config};
 use crate::identity::load_identity;
 use crate::limits::Limits;
 use crate::pipeline::{Proxy, Settings};
+use crate::revocation::{spawn_watch, GateSettings, HttpUrl, RevocationGate, Subject};
+use crate::rotation::Rotation;
 use crate::server::ListenerSettings;
 use crate::upstream::{client_config, Connector, Pool, Upstream};
 
@@ -20,15 +22,55 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<kakunin_policy::Pol
         .map_err(|errors| anyhow::anyhow!("policy refused:\n{errors}"))
 }
 
-/// Everything the proxy needs, checked before the listener opens.
-pub fn build(config: &Config) -> anyhow::Result<(Arc<Proxy>, ListenerSettings)> {
+/// Everything the proxy needs, checked before the listener opens. The
+/// background tasks (certificate reload, revocation watch) start with
+/// `start`, inside the runtime.
+pub struct Built {
+    pub proxy: Arc<Proxy>,
+    pub listener: ListenerSettings,
+    rotation: Option<Rotation>,
+    reload_interval: Duration,
+    watch: Option<HttpUrl>,
+}
+
+/// The background tasks; they stop when this is dropped.
+pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Built {
+    pub fn start(self) -> (Arc<Proxy>, ListenerSettings, Background) {
+        let mut tasks = Vec::new();
+        if let Some(rotation) = self.rotation {
+            tasks.push(rotation.spawn(self.reload_interval));
+        }
+        if let Some(url) = self.watch {
+            tasks.push(spawn_watch(self.proxy.gate.clone(), url));
+        }
+        (self.proxy, self.listener, Background(tasks))
+    }
+}
+
+pub fn build(config: &Config) -> anyhow::Result<Built> {
     let policy = load_policy(&config.policy)?;
-    let (identity, cert) = load_identity(&config.identity_cert, &config.identity_key)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    crate::identity::check_for_policy(&cert, &policy, now)?;
-    let tls = client_config(&config.upstream_ca, identity.clone())?;
+    let loaded = load_identity(&config.identity_cert, &config.identity_key)?;
+    crate::identity::check_for_policy(&loaded.summary, &policy, unix_now())?;
+    let issuer = match &config.identity_issuer {
+        Some(path) => Some(
+            kakunin_signer::load_certificate_chain(path)?
+                .into_iter()
+                .next()
+                .with_context(|| format!("{}: no certificate", path.display()))?,
+        ),
+        None => None,
+    };
+    let tls = client_config(&config.upstream_ca, loaded.identity.clone())?;
     let connector = Connector::new(tls, config.connect_timeout);
     let pool = Pool::new(config.max_idle_per_host, config.idle_timeout);
     let audit = AuditLog::open(config.audit_log.as_deref()).with_context(|| {
@@ -40,13 +82,42 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<Proxy>, ListenerSettings)> 
                 .map_or("-".into(), |p| p.display().to_string())
         )
     })?;
+    let audit = Arc::new(audit);
     for (host, addr) in &config.resolve {
         tracing::info!(%host, %addr, "upstream address pinned by configuration");
     }
-    let proxy = Proxy {
+    let upstream = Upstream::new(pool, connector, config.response_timeout);
+    let check = policy.revocation();
+    let gate_settings = GateSettings {
+        enabled: check.enabled,
+        ttl: Duration::from_secs(u64::from(check.cache_ttl_seconds)),
+        fail_open: check.fail_open,
+        ocsp_url: config
+            .ocsp_url
+            .as_deref()
+            .map(HttpUrl::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("revocation.ocsp_url: {e}"))?,
+        timeout: config.revocation_timeout,
+    };
+    let subject = Subject {
+        issuer: loaded.chain.get(1).cloned().or_else(|| issuer.clone()),
+        leaf: loaded.chain[0].clone(),
+        summary: loaded.summary,
+    };
+    let gate = RevocationGate::new(
+        gate_settings,
+        subject,
+        loaded.identity.clone(),
+        upstream.clone(),
+        audit.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let watch = watch_url(config, &gate)?;
+    let proxy = Arc::new(Proxy {
         limits: Limits::new(&policy),
         policy,
-        upstream: Upstream::new(pool, connector, config.response_timeout),
+        upstream,
         audit,
         settings: Settings {
             region: config.region.clone(),
@@ -55,22 +126,59 @@ pub fn build(config: &Config) -> anyhow::Result<(Arc<Proxy>, ListenerSettings)> 
             pinned: config.resolve.clone(),
             dns_timeout: Duration::from_secs(5),
         },
-        cert,
+        gate: Arc::new(gate),
+    });
+    let rotation = match &config.identity_cert {
+        CertSource::File(path) => Some(Rotation {
+            path: path.clone(),
+            issuer,
+            identity: loaded.identity,
+            proxy: proxy.clone(),
+        }),
+        // PEM text in a variable cannot change under a running process.
+        CertSource::Inline(_) => None,
     };
-    let listener = ListenerSettings {
-        max_header_bytes: config.max_header_bytes,
-        header_read_timeout: config.header_read_timeout,
-    };
-    Ok((Arc::new(proxy), listener))
+    Ok(Built {
+        proxy,
+        listener: ListenerSettings {
+            max_header_bytes: config.max_header_bytes,
+            header_read_timeout: config.header_read_timeout,
+        },
+        rotation,
+        reload_interval: config.reload_interval,
+        watch,
+    })
+}
+
+/// The watch stream sits beside the responder unless configured otherwise.
+fn watch_url(config: &Config, gate: &RevocationGate) -> anyhow::Result<Option<HttpUrl>> {
+    match config.watch_url.as_deref() {
+        Some("off") => Ok(None),
+        Some(text) => {
+            Ok(Some(HttpUrl::parse(text).map_err(|e| {
+                anyhow::anyhow!("revocation.watch_url: {e}")
+            })?))
+        }
+        None => match gate.responder_for(&gate.subject()) {
+            Ok(Some(responder)) => Ok(responder.with_path("/watch").ok()),
+            _ => Ok(None),
+        },
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (proxy, listener_settings) = build(&config)?;
+    let (proxy, listener_settings, _background) = build(&config)?.start();
     let listener = crate::server::bind(config.listen).await?;
     let local = listener.local_addr()?;
     tracing::info!(
         agent_id = proxy.policy.agent_id(),
-        serial = %proxy.cert.serial_hex,
+        serial = %proxy.gate.subject().summary.serial_hex,
         mode = proxy.policy.mode().as_str(),
         "identity loaded"
     );
@@ -80,7 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::ResolvesClientCert;
@@ -39,6 +40,9 @@ pub enum IdentityError {
 pub struct AgentIdentity {
     backend: Arc<dyn KeyBackend>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// Set when the certificate is known to be revoked: no handshake may
+    /// present it again, whatever path asks for it.
+    halted: AtomicBool,
 }
 
 impl AgentIdentity {
@@ -50,7 +54,23 @@ impl AgentIdentity {
         Ok(AgentIdentity {
             backend,
             current: RwLock::new(certified),
+            halted: AtomicBool::new(false),
         })
+    }
+
+    /// Stops presenting the certificate: later handshakes send none, so a
+    /// server that requires one refuses them.
+    pub fn halt(&self) {
+        self.halted.store(true, Ordering::SeqCst);
+    }
+
+    /// Presents the certificate again (after a new one replaced a revoked one).
+    pub fn resume(&self) {
+        self.halted.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
     }
 
     pub fn backend(&self) -> &Arc<dyn KeyBackend> {
@@ -111,6 +131,9 @@ impl ResolvesClientCert for AgentIdentity {
         _root_hint_subjects: &[&[u8]],
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
+        if self.is_halted() {
+            return None;
+        }
         let current = self.snapshot();
         // Present the certificate only if we can sign with a scheme the server
         // offered; otherwise rustls sends no certificate and the server's

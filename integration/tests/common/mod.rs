@@ -48,9 +48,71 @@ pub fn kakunin_bin() -> PathBuf {
     bin
 }
 
+/// `kakunin ca serve` for the agents' CA, in-process on its own thread and
+/// runtime (tests may be synchronous), stoppable to test a responder outage.
+pub struct ResponderThread {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ResponderThread {
+    pub fn start(ca_dir: &Path, listener: std::net::TcpListener) -> ResponderThread {
+        let addr = listener.local_addr().unwrap();
+        let authority = Authority::open(ca_dir).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let responder = kakunin::ca_serve::start(
+                    authority,
+                    listener,
+                    kakunin::ca_serve::ServeOptions::default(),
+                )
+                .await
+                .unwrap();
+                ready.send(()).unwrap();
+                let _ = stopped.await;
+                responder.shutdown();
+            });
+        });
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        ResponderThread {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops answering: the port is closed (connection refused).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ResponderThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 pub struct Pki {
     pub dir: tempfile::TempDir,
     pub agents_ca: Authority,
+    /// OCSP, CRL and watch stream of the agents' CA (its AIA points here).
+    pub responder: ResponderThread,
     pub exchange_ca: Authority,
     pub server_cert: String,
     pub server_key: String,
@@ -59,8 +121,17 @@ pub struct Pki {
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let agents_ca =
-            Authority::init(&dir.path().join("agents-ca"), &InitOptions::default()).unwrap();
+        // The port is needed before the CA exists: certificates name it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let agents_ca = Authority::init(
+            &dir.path().join("agents-ca"),
+            &InitOptions {
+                public_url: format!("http://{}", listener.local_addr().unwrap()),
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        let responder = ResponderThread::start(&dir.path().join("agents-ca"), listener);
         let exchange_ca = Authority::init(
             &dir.path().join("exchange-ca"),
             &InitOptions {
@@ -78,6 +149,7 @@ impl Pki {
         Pki {
             dir,
             agents_ca,
+            responder,
             exchange_ca,
             server_cert: server.cert_pem,
             server_key: server.key_pem.unwrap(),
@@ -149,6 +221,7 @@ audit_log = "{audit}"
 [identity]
 cert = "{cert}"
 key = "file:{key}"
+issuer = "{issuer}"
 [upstream]
 ca = "{ca}"
 [upstream.resolve]
@@ -160,11 +233,50 @@ ca = "{ca}"
             cert = cert.display(),
             key = key.display(),
             ca = self.exchange_ca.certificate_path().display(),
+            issuer = self.agents_ca.certificate_path().display(),
         );
         let path = self.path("kakunin.toml");
         std::fs::write(&path, text).unwrap();
         path
     }
+}
+
+impl Pki {
+    /// The audit log's records of one event type.
+    pub fn audit_events(&self, event_type: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| record["event_type"] == event_type)
+            .collect()
+    }
+
+    /// `kakunin ca ARGS --dir <agents' CA>`, which must succeed; its stdout.
+    pub fn ca(&self, args: &[&str]) -> String {
+        let output = Command::new(kakunin_bin())
+            .arg("ca")
+            .args(args)
+            .arg("--dir")
+            .arg(self.path("agents-ca"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kakunin ca {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+/// The serial of the first certificate in a PEM file, as the proxy logs it.
+pub fn serial_of(cert_pem_path: &Path) -> String {
+    let pem = std::fs::read(cert_pem_path).unwrap();
+    let chain = kakunin_signer::parse_certificate_chain("cert", &pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).unwrap();
+    kakunin_authority::serial_hex(cert.raw_serial())
 }
 
 /// `kakunin proxy` as a child process; killed on drop.
@@ -217,6 +329,15 @@ impl ProxyProcess {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGHUP (reload the certificate).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -107,6 +107,25 @@ pub enum CaCommand {
         #[command(flatten)]
         validity: ValidityArgs,
     },
+    /// Serve OCSP (GET and POST /ocsp), the CRL (/crl), /healthz and the
+    /// revocation watch stream (/watch, server-sent events) over HTTP.
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Address to listen on; the CA's public_url should lead here.
+        #[arg(long, default_value = "127.0.0.1:8180")]
+        listen: std::net::SocketAddr,
+        /// How often the database is read for revocations made by other
+        /// processes, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        poll_ms: u64,
+        /// Seconds an OCSP answer stays valid (its nextUpdate).
+        #[arg(long, default_value_t = 3600)]
+        ocsp_validity_secs: u64,
+        /// Hours a published CRL stays valid (its nextUpdate).
+        #[arg(long, default_value_t = 24)]
+        crl_hours: u32,
+    },
 }
 
 /// Where the new certificate's key comes from (exactly one).
@@ -168,6 +187,35 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
     let options = StoreOptions { lock_timeout };
     let open = |dir: &Path| Authority::open_with(dir, &options);
     match command {
+        CaCommand::Serve {
+            dir,
+            listen,
+            poll_ms,
+            ocsp_validity_secs,
+            crl_hours,
+        } => {
+            if !(1..=60_000).contains(&poll_ms) {
+                anyhow::bail!("--poll-ms {poll_ms}: must be between 1 and 60000");
+            }
+            if !(60..=7 * 86_400).contains(&ocsp_validity_secs) {
+                anyhow::bail!(
+                    "--ocsp-validity-secs {ocsp_validity_secs}: must be between 60 and 604800"
+                );
+            }
+            if !(1..=24 * 366).contains(&crl_hours) {
+                anyhow::bail!("--crl-hours {crl_hours}: must be between 1 and 8784");
+            }
+            let authority = open(&dir)?;
+            let options = crate::ca_serve::ServeOptions {
+                poll_interval: Duration::from_millis(poll_ms),
+                ocsp_validity: Duration::from_secs(ocsp_validity_secs),
+                crl_validity: Duration::from_secs(u64::from(crl_hours) * 3600),
+                ..crate::ca_serve::ServeOptions::default()
+            };
+            super::runtime()?.block_on(crate::ca_serve::serve_until_signalled(
+                authority, listen, options,
+            ))?;
+        }
         CaCommand::Init {
             dir,
             trust_domain,

@@ -2,27 +2,23 @@
 //! proxy in front of it, and a handful of requests that show each check.
 
 pub mod exchange;
+pub mod lab;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use kakunin_authority::{
-    AgentRequest, Authority, InitOptions, ServerRequest, SubjectKey, Validity,
-};
+use kakunin_authority::RevocationReason;
 use tokio::net::TcpStream;
 
-use crate::config::{CertSource, Config};
-use exchange::{Exchange, ExchangeTls};
+use lab::{Lab, LabOptions, EXCHANGE_HOST};
 
 const POLICY: &str = include_str!("demo-policy.json");
-const EXCHANGE_HOST: &str = "api.exchange.com";
 
 struct Step {
     what: &'static str,
@@ -36,95 +32,29 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir().context("temporary directory")?;
     let root = dir.path();
     println!("kakunin demo (files in {})", root.display());
-
-    // Two CAs, as in real life: Kakunin's for agents, the exchange's own for its servers.
-    let agents_ca = Authority::init(
-        &root.join("kakunin-ca"),
-        &InitOptions {
-            trust_domain: "demo.kakunin.local".into(),
-            ..InitOptions::default()
-        },
-    )?;
-    let exchange_ca = Authority::init(
-        &root.join("exchange-ca"),
-        &InitOptions {
-            trust_domain: "exchange.example".into(),
-            common_name: "Exchange Root CA".into(),
-            ..InitOptions::default()
-        },
-    )?;
-    let server = exchange_ca.issue_server(&ServerRequest {
-        names: vec![EXCHANGE_HOST.into()],
-        validity: Validity::Days(1),
-    })?;
-    let policy_path = root.join("policy.json");
-    std::fs::write(&policy_path, POLICY)?;
-    let policy = kakunin_policy::Policy::from_json_str("demo-policy.json", POLICY)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let agent = agents_ca.issue_agent(&AgentRequest {
-        agent_id: policy.agent_id(),
-        policy: &policy,
-        key: SubjectKey::Generate,
-        validity: Validity::Hours(1),
-    })?;
-    let cert_path = root.join("agent.pem");
-    let key_path = root.join("agent-key.pem");
-    std::fs::write(&cert_path, &agent.cert_pem)?;
-    kakunin_authority::write_private_key(&key_path, agent.key_pem.as_deref().unwrap_or_default())?;
-    println!(
-        "  agent {} certificate serial {} (key {})",
-        policy.agent_id(),
-        agent.serial_hex,
-        key_path.display()
-    );
-
-    let exchange = Exchange::start(
-        "127.0.0.1:0".parse()?,
-        &ExchangeTls {
-            server_chain_pem: &server.cert_pem,
-            server_key_pem: server.key_pem.as_deref().unwrap_or_default(),
-            client_ca_pem: agents_ca.certificate_pem(),
-            tls12_only: false,
+    let mut lab = Lab::start(
+        root,
+        &LabOptions {
+            policy_json: POLICY,
+            watch: true,
         },
     )
     .await?;
+    let proxy_addr = lab.proxy_addr;
+    println!(
+        "  agent {} certificate serial {} (key {})",
+        lab.proxy.policy.agent_id(),
+        lab.agent_serial,
+        root.join("agent-key.pem").display()
+    );
+    println!(
+        "  agents' CA responder (OCSP, CRL, watch stream) on {}",
+        lab.responder.addr()
+    );
     println!(
         "  exchange {EXCHANGE_HOST} on {} (mTLS, client certificate required)",
-        exchange.addr()
+        lab.exchange.addr()
     );
-
-    let mut pinned = BTreeMap::new();
-    pinned.insert(EXCHANGE_HOST.to_string(), exchange.addr());
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        policy: policy_path,
-        region: Some("eu-west-1".into()),
-        body_limit: crate::config::DEFAULT_BODY_LIMIT,
-        max_header_bytes: 64 * 1024,
-        header_read_timeout: Duration::from_secs(10),
-        body_read_timeout: Duration::from_secs(30),
-        audit_log: Some(root.join("audit.jsonl")),
-        identity_cert: CertSource::File(cert_path),
-        identity_key: format!("file:{}", key_path.display()),
-        upstream_ca: exchange_ca.certificate_path(),
-        connect_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(90),
-        max_idle_per_host: 16,
-        resolve: pinned,
-    };
-    let (proxy, settings) = crate::run::build(&config)?;
-    let listener = crate::server::bind(config.listen).await?;
-    let proxy_addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        proxy.clone(),
-        settings,
-        async {
-            let _ = stopped.await;
-        },
-    ));
     println!("  proxy on {proxy_addr} (HTTP_PROXY=http://{proxy_addr})\n");
 
     let trade = |what, body, expect| Step {
@@ -217,14 +147,16 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             detail
         );
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(11), server).await;
+    if !revoke_and_trade(&lab).await? {
+        mismatches += 1;
+    }
+    lab.shutdown().await;
     println!(
         "\nexchange saw {} request(s) over {} TLS handshake(s) (pooled keep-alive)",
-        exchange.requests(),
-        exchange.handshakes(),
+        lab.exchange.requests(),
+        lab.exchange.handshakes(),
     );
-    let audit = std::fs::read_to_string(root.join("audit.jsonl")).unwrap_or_default();
+    let audit = std::fs::read_to_string(&lab.audit_log).unwrap_or_default();
     println!("audit log: {} record(s); the first:", audit.lines().count());
     println!("  {}", audit.lines().next().unwrap_or("(none)"));
     if mismatches == 0 {
@@ -237,6 +169,53 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// Sends one absolute-form request, as a client with HTTP_PROXY set does.
+/// The admin revokes the agent's certificate (what `kakunin ca revoke`
+/// does); the proxy hears of it on the watch stream, confirms it by OCSP and
+/// halts; the agent's next trade is refused. True if it went that way.
+async fn revoke_and_trade(lab: &Lab) -> anyhow::Result<bool> {
+    println!(
+        "\nthe admin revokes serial {} (keyCompromise)",
+        lab.agent_serial
+    );
+    let revoked = Instant::now();
+    lab.agents_ca
+        .revoke(&lab.agent_serial, RevocationReason::KeyCompromise)?;
+    let mut halted_after = None;
+    while revoked.elapsed() < Duration::from_secs(10) {
+        if lab.proxy.gate.halted().is_some() {
+            halted_after = Some(revoked.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    match halted_after {
+        Some(after) => println!(
+            "  the proxy halted the identity {:.1} ms after the revocation (watch stream + OCSP)",
+            after.as_secs_f64() * 1000.0
+        ),
+        None => println!("!! the proxy did not learn of the revocation within 10 s"),
+    }
+    let step = Step {
+        what: "the next trade after the revocation",
+        method: Method::POST,
+        url: "http://api.exchange.com/v1/trades",
+        body: Some(r#"{"market":"EUR_USD","size":1000}"#),
+        expect: StatusCode::FORBIDDEN,
+    };
+    let (status, detail) = send(lab.proxy_addr, &step).await?;
+    let ok = status == StatusCode::FORBIDDEN && detail.starts_with("identity_revoked");
+    println!(
+        "{}{} POST   {}\n      {} -> {}\n  refused {:.1} ms after the revocation",
+        if ok { "ok " } else { "!! " },
+        status.as_u16(),
+        step.url,
+        step.what,
+        detail,
+        revoked.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(ok && halted_after.is_some())
+}
+
 async fn send(proxy: SocketAddr, step: &Step) -> anyhow::Result<(StatusCode, String)> {
     let stream = TcpStream::connect(proxy).await?;
     let (mut sender, connection) =

@@ -16,7 +16,9 @@ use super::pool::RequestSender;
 /// policy's checks, then TLS naming the host, then HTTP/1.1.
 #[derive(Clone)]
 pub struct Connector {
-    tls: TlsConnector,
+    /// Replaced when the identity changes: the old one's TLS session cache
+    /// would resume sessions authenticated with the old certificate.
+    tls: Arc<std::sync::RwLock<TlsConnector>>,
     connect_timeout: Duration,
     handshakes: Arc<AtomicU64>,
 }
@@ -24,10 +26,23 @@ pub struct Connector {
 impl Connector {
     pub fn new(config: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
         Connector {
-            tls: TlsConnector::from(config),
+            tls: Arc::new(std::sync::RwLock::new(TlsConnector::from(config))),
             connect_timeout,
             handshakes: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Forgets every TLS session ticket: a resumed session would carry the
+    /// client certificate of the handshake it resumes, not the current one.
+    pub fn forget_sessions(&self) {
+        let mut tls = self.tls.write().unwrap_or_else(|p| p.into_inner());
+        let mut config = rustls::ClientConfig::clone(tls.config());
+        config.resumption = rustls::client::Resumption::default();
+        *tls = TlsConnector::from(Arc::new(config));
+    }
+
+    fn tls(&self) -> TlsConnector {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// TLS handshakes completed so far (a pooling health figure).
@@ -71,7 +86,7 @@ impl Connector {
                 .map_err(|e| UpstreamError::from_io(&e, addr))?;
             // Requests are small and latency-bound.
             let _ = tcp.set_nodelay(true);
-            self.tls
+            self.tls()
                 .connect(server_name, tcp)
                 .await
                 .map_err(|e| UpstreamError::from_io(&e, addr))

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,11 +34,17 @@ struct Idle {
     since: Instant,
 }
 
+/// A connection's identity generation: connections made before the agent's
+/// certificate changed (rotation, revocation) carry the old identity and are
+/// not reused.
+type Generation = u64;
+
 /// Idle keep-alive connections, newest last (reused first: warm, least
 /// likely to have been closed by the peer).
 #[derive(Clone)]
 pub struct Pool {
     idle: Arc<Mutex<IdleSet>>,
+    generation: Arc<AtomicU64>,
     max_idle_per_key: usize,
     idle_timeout: Duration,
 }
@@ -56,29 +63,50 @@ impl Pool {
                 by_key: HashMap::new(),
                 last_sweep: Instant::now(),
             })),
+            generation: Arc::new(AtomicU64::new(0)),
             max_idle_per_key,
             idle_timeout,
         }
     }
 
-    fn checkout(&self, key: &PoolKey) -> Option<RequestSender> {
+    /// Idle connections are all of the current generation: retire_all
+    /// empties the set.
+    fn checkout(&self, key: &PoolKey) -> Option<(RequestSender, Generation)> {
         let mut idle = self.lock();
+        let generation = self.generation();
         let list = idle.by_key.get_mut(key)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             let fresh = now.duration_since(entry.since) < self.idle_timeout;
             if fresh && entry.sender.is_ready() && !entry.sender.is_closed() {
-                return Some(entry.sender);
+                return Some((entry.sender, generation));
             }
         }
         None
     }
 
-    fn checkin(&self, key: PoolKey, sender: RequestSender) {
+    /// Drops every idle connection and keeps the busy ones from coming
+    /// back: from now on, requests go over connections made with the
+    /// current identity. Busy ones finish their exchange undisturbed.
+    pub fn retire_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lock().by_key.clear();
+    }
+
+    fn generation(&self) -> Generation {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn checkin(&self, key: PoolKey, sender: RequestSender, generation: Generation) {
         if sender.is_closed() || self.max_idle_per_key == 0 {
             return;
         }
         let mut idle = self.lock();
+        // Checked under the lock that retire_all clears under, so a
+        // connection cannot slip in after a retirement it predates.
+        if generation != self.generation() {
+            return;
+        }
         let now = Instant::now();
         let alive =
             |e: &Idle| now.duration_since(e.since) < self.idle_timeout && !e.sender.is_closed();
@@ -144,10 +172,10 @@ impl Upstream {
         mut request: Request<Full<Bytes>>,
         guard: Option<Box<dyn Send>>,
     ) -> Result<(Response<PooledBody>, Option<SocketAddr>), UpstreamError> {
-        while let Some(sender) = self.pool.checkout(&key) {
+        while let Some((sender, generation)) = self.pool.checkout(&key) {
             match self.exchange(sender, request, None).await? {
                 Sent::Done(response, sender) => {
-                    return Ok((self.wrap(key, response, sender, guard), None))
+                    return Ok((self.wrap(key, response, sender, generation, guard), None))
                 }
                 // The pooled connection went away before the request was
                 // written: nothing reached the upstream, so another
@@ -155,11 +183,15 @@ impl Upstream {
                 Sent::NotSent(returned) => request = returned,
             }
         }
+        // Read before dialling: a retirement during the handshake must
+        // retire this connection too.
+        let generation = self.pool.generation();
         let (sender, addr) = self.connector.connect(&key.host, addrs).await?;
         match self.exchange(sender, request, Some(addr)).await? {
-            Sent::Done(response, sender) => {
-                Ok((self.wrap(key, response, sender, guard), Some(addr)))
-            }
+            Sent::Done(response, sender) => Ok((
+                self.wrap(key, response, sender, generation, guard),
+                Some(addr),
+            )),
             Sent::NotSent(_) => Err(UpstreamError::new(
                 "upstream_connection_closed",
                 format!("{addr} closed the new connection before the request was sent"),
@@ -192,6 +224,7 @@ impl Upstream {
         key: PoolKey,
         response: Response<Incoming>,
         sender: RequestSender,
+        generation: Generation,
         guard: Option<Box<dyn Send>>,
     ) -> Response<PooledBody> {
         let idle_timeout = self.response_timeout;
@@ -201,6 +234,7 @@ impl Upstream {
                 pool: self.pool.clone(),
                 key,
                 sender,
+                generation,
             }),
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
@@ -218,6 +252,7 @@ struct Ticket {
     pool: Pool,
     key: PoolKey,
     sender: RequestSender,
+    generation: Generation,
 }
 
 impl Ticket {
@@ -228,11 +263,12 @@ impl Ticket {
             pool,
             key,
             mut sender,
+            generation,
         } = self;
         tokio::spawn(async move {
             let ready = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
             if matches!(ready, Ok(Ok(()))) {
-                pool.checkin(key, sender);
+                pool.checkin(key, sender, generation);
             }
         });
     }
