@@ -1,0 +1,101 @@
+//! `kakunin-bench`: measurements, written to files and printed; nothing
+//! here is asserted (tests assert behaviour, this measures speed).
+
+mod revocation;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Kakunin benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time from a revocation (committed by the CA) to the agent's first
+    /// refused request, with and without the revocation watch stream.
+    Revocation {
+        /// Trials per mode.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// The policy's revocation_check.cache_ttl_seconds (seed default 5).
+        #[arg(long, default_value_t = 5)]
+        ttl_seconds: u32,
+        /// Where the results (JSON) are written.
+        #[arg(long, default_value = "bench/results/revocation.json")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Revocation {
+            trials,
+            ttl_seconds,
+            out,
+        } => runtime.block_on(run_revocation(trials, ttl_seconds, out)),
+    }
+}
+
+async fn run_revocation(trials: usize, ttl_seconds: u32, out: PathBuf) -> anyhow::Result<()> {
+    let settings = revocation::Settings {
+        trials: trials.max(1),
+        ttl_seconds,
+    };
+    let mut report = serde_json::Map::new();
+    println!(
+        "revocation → refusal, {} trials per mode, cache TTL {ttl_seconds} s",
+        settings.trials
+    );
+    println!(
+        "{:<22} {:>9} {:>11} {:>9}  forwarded after revoke (max)",
+        "mode", "min ms", "median ms", "max ms"
+    );
+    for (name, watch) in [("with watch stream", true), ("TTL only (no watch)", false)] {
+        let mut refusals = Vec::new();
+        let mut forwarded_max = 0;
+        for _ in 0..settings.trials {
+            let trial = revocation::trial(watch, &settings).await?;
+            refusals.push(trial.refusal);
+            forwarded_max = forwarded_max.max(trial.forwarded_after);
+        }
+        let summary = revocation::summary(&refusals);
+        println!(
+            "{name:<22} {:>9.1} {:>11.1} {:>9.1}  {forwarded_max}",
+            summary["min_ms"].as_f64().unwrap_or(f64::NAN),
+            summary["median_ms"].as_f64().unwrap_or(f64::NAN),
+            summary["max_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        let mut entry = summary;
+        entry["forwarded_after_revoke_max"] = forwarded_max.into();
+        report.insert(
+            if watch { "watch_stream" } else { "ttl_only" }.into(),
+            entry,
+        );
+    }
+    report.insert("cache_ttl_seconds".into(), ttl_seconds.into());
+    report.insert(
+        "measured_at_unix".into(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .into(),
+    );
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&serde_json::Value::Object(report))? + "\n",
+    )?;
+    println!("written to {}", out.display());
+    Ok(())
+}
