@@ -9,21 +9,30 @@
 //! a poller reads new events every `poll_interval`, matures scheduled
 //! revocations (rotation grace periods), and fans the events out to
 //! watchers. Database calls block, so they run on blocking threads.
+//!
+//! Nothing here is authenticated, so every resource a client can make the
+//! server hold is bounded: connections (`max_connections`), the time to
+//! send a request head or body and to read a response, watch
+//! subscriptions (in total and per client address), and blocking work
+//! (`max_ocsp_in_flight`, answered with OCSP `tryLater` or HTTP 503 when
+//! full, never queued).
 
+mod conn;
 mod crl_cache;
 mod ocsp_http;
 mod watch;
+mod watch_slots;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use kakunin_authority::Authority;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::body::{full, ProxyBody};
 use crl_cache::CrlCache;
@@ -37,7 +46,24 @@ pub struct ServeOptions {
     pub ocsp_validity: Duration,
     /// CRLs' nextUpdate - thisUpdate.
     pub crl_validity: Duration,
+    /// Open connections at most (watch streams included); beyond that, new
+    /// connections are accepted and closed at once.
+    pub max_connections: usize,
+    /// Time allowed for a request head to arrive (and for an idle
+    /// keep-alive connection to send its next request).
+    pub header_read_timeout: Duration,
+    /// Time allowed for a request body (POST /ocsp) to arrive; then 408.
+    pub body_read_timeout: Duration,
+    /// A client that reads nothing for this long is cut off: its writes
+    /// stalled, or its watch stream's buffer stayed full.
+    pub stall_timeout: Duration,
     pub max_watchers: usize,
+    /// Watch subscriptions per client (an IPv4 address or an IPv6 /64);
+    /// beyond it, 429.
+    pub max_watchers_per_ip: usize,
+    /// OCSP answers (and CRL signatures, health checks) being worked on at
+    /// once; beyond it OCSP gets `tryLater`, the others 503.
+    pub max_ocsp_in_flight: usize,
 }
 
 impl Default for ServeOptions {
@@ -46,7 +72,13 @@ impl Default for ServeOptions {
             poll_interval: Duration::from_millis(20),
             ocsp_validity: Duration::from_secs(3600),
             crl_validity: Duration::from_secs(24 * 3600),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
             max_watchers: 1024,
+            max_watchers_per_ip: 16,
+            max_ocsp_in_flight: 64,
         }
     }
 }
@@ -56,6 +88,8 @@ pub(crate) struct Shared {
     options: ServeOptions,
     watchers: Watchers,
     crl: CrlCache,
+    /// Permits for blocking work requested by clients.
+    work: Arc<Semaphore>,
 }
 
 /// A running responder; dropping it does not stop it (use `shutdown`).
@@ -86,14 +120,21 @@ pub async fn start(
         store.last_event_id()?
     };
     let shared = Arc::new(Shared {
-        watchers: Watchers::new(last_event, options.max_watchers),
+        watchers: Watchers::new(
+            last_event,
+            options.max_watchers,
+            options.max_watchers_per_ip,
+        ),
         crl: CrlCache::default(),
+        work: Arc::new(Semaphore::new(
+            options.max_ocsp_in_flight.min(Semaphore::MAX_PERMITS),
+        )),
         authority,
         options,
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(watch::poll_events(shared.clone(), stopped.clone()));
-    tokio::spawn(accept_loop(listener, shared, stopped));
+    tokio::spawn(conn::accept_loop(listener, shared, stopped));
     Ok(Responder { addr, stop })
 }
 
@@ -117,43 +158,10 @@ pub async fn serve_until_signalled(
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
-        };
-        let shared = shared.clone();
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let shared = shared.clone();
-                let stopped = stopped.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, stopped, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(Duration::from_secs(10))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = connection.await;
-        });
-    }
-}
-
 async fn route(
     shared: Arc<Shared>,
     stopped: tokio::sync::watch::Receiver<bool>,
+    peer: IpAddr,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let path = request.uri().path().to_string();
@@ -165,7 +173,7 @@ async fn route(
         }
         (Method::GET, "/crl") => crl_cache::serve(shared).await,
         (Method::GET, "/healthz") => healthz(shared).await,
-        (Method::GET, "/watch") => watch::subscribe(shared, stopped, request.headers()).await,
+        (Method::GET, "/watch") => watch::subscribe(shared, stopped, peer, request.headers()).await,
         (_, "/ocsp" | "/crl" | "/healthz" | "/watch") => plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed for this path\n",
@@ -178,8 +186,19 @@ async fn route(
 }
 
 async fn healthz(shared: Arc<Shared>) -> Response<ProxyBody> {
-    let checked =
-        tokio::task::spawn_blocking(move || shared.authority.store().last_event_id()).await;
+    // A check is blocking work like any other; a saturated server says so
+    // (which is also what a load balancer should hear).
+    let Ok(permit) = shared.work.clone().try_acquire_owned() else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "busy"}),
+        );
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        shared.authority.store().last_event_id()
+    })
+    .await;
     match checked {
         Ok(Ok(last)) => json(
             StatusCode::OK,
@@ -213,8 +232,8 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<ProxyBody> {
     response
 }
 
-pub(crate) fn binary(content_type: &'static str, der: Vec<u8>) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(der)));
+pub(crate) fn binary(content_type: &'static str, der: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(full(der));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),

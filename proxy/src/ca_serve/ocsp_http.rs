@@ -2,48 +2,64 @@
 //! the body, or GET with it base64-encoded (and URL-encoded) in the path.
 //!
 //! Whatever arrives, the answer to a request that reached the OCSP layer is
-//! an OCSP response (`malformedRequest` for garbage), because that is what
-//! OCSP clients understand; HTTP errors are kept for HTTP-level problems
-//! (too large, wrong method).
+//! an OCSP response (`malformedRequest` for garbage, `tryLater` when the
+//! server is saturated), because that is what OCSP clients understand; HTTP
+//! errors are kept for HTTP-level problems (too large, too slow, wrong
+//! method).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use kakunin_authority::ocsp::ResponseOptions;
+use kakunin_authority::ocsp::{ResponseOptions, ResponseStatus};
 
 use super::{binary, plain, Shared};
 use crate::body::ProxyBody;
 
 /// Real requests are about 100 bytes; a few dozen CertIDs fit easily.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// OCSPResponse { responseStatus tryLater } with no responseBytes.
+const TRY_LATER: &[u8] = &[0x30, 0x03, 0x0a, 0x01, 0x03];
+/// How long a shared cache may keep a successful GET answer (RFC 5019
+/// section 6). Caches could keep it until nextUpdate, but then a GET client
+/// behind a cache would not see a revocation for up to the whole validity;
+/// a minute still absorbs bursts of identical requests.
+const GET_MAX_AGE: Duration = Duration::from_secs(60);
 
 pub async fn post(shared: Arc<Shared>, request: Request<Incoming>) -> Response<ProxyBody> {
     let declared = request
         .headers()
-        .get(http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
         return too_large();
     }
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(_) => {
+    let collect = Limited::new(request.into_body(), MAX_REQUEST_BYTES).collect();
+    // Hyper bounds the wait for the head, not for the body: a client that
+    // declares 100 bytes and sends 2 would otherwise hold the connection.
+    let body = match tokio::time::timeout(shared.options.body_read_timeout, collect).await {
+        Err(_) => return too_slow(),
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(_)) => {
             return plain(
                 StatusCode::BAD_REQUEST,
                 "the request body could not be read\n",
             )
         }
     };
-    answer(shared, body).await
+    let (der, _) = match answer(shared, body).await {
+        Ok(answered) => answered,
+        Err(failed) => return failed,
+    };
+    // POST answers are per request (they may echo a nonce) and HTTP caches
+    // do not key on bodies: nothing should keep them.
+    ocsp_response(der, HeaderValue::from_static("no-store"))
 }
 
 pub async fn get(shared: Arc<Shared>, encoded: &str) -> Response<ProxyBody> {
@@ -58,12 +74,41 @@ pub async fn get(shared: Arc<Shared>, encoded: &str) -> Response<ProxyBody> {
     let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(text)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text));
+    let max_age = GET_MAX_AGE.min(shared.options.ocsp_validity).as_secs();
     // Undecodable text gets the OCSP answer to garbage: malformedRequest.
-    answer(shared, Bytes::from(decoded.unwrap_or_default())).await
+    let (der, successful) = match answer(shared, Bytes::from(decoded.unwrap_or_default())).await {
+        Ok(answered) => answered,
+        Err(failed) => return failed,
+    };
+    // Only a signed answer may be cached; an error status (tryLater above
+    // all) must not outlive the moment.
+    let cache = if successful {
+        HeaderValue::from_str(&format!(
+            "max-age={max_age}, public, no-transform, must-revalidate"
+        ))
+        .unwrap_or(HeaderValue::from_static("no-store"))
+    } else {
+        HeaderValue::from_static("no-store")
+    };
+    ocsp_response(der, cache)
 }
 
-async fn answer(shared: Arc<Shared>, der: Bytes) -> Response<ProxyBody> {
+/// The DER answer, and whether it is `successful`; an HTTP error response
+/// when the responder task itself failed.
+async fn answer(shared: Arc<Shared>, der: Bytes) -> Result<(Vec<u8>, bool), Response<ProxyBody>> {
+    // Each answer takes a blocking thread for a database lookup and a
+    // signature; past the pool's size, refuse at once rather than queue
+    // without bound behind an unauthenticated flood.
+    let Ok(permit) = shared.work.clone().try_acquire_owned() else {
+        tracing::info!(
+            outcome = "tryLater",
+            "OCSP request refused: the responder is busy"
+        );
+        return Ok((TRY_LATER.to_vec(), false));
+    };
     let replied = tokio::task::spawn_blocking(move || {
+        // Held until the work is done, even if the client has gone.
+        let _permit = permit;
         let options = ResponseOptions {
             now: time::OffsetDateTime::now_utc(),
             validity: time::Duration::try_from(shared.options.ocsp_validity)
@@ -77,13 +122,20 @@ async fn answer(shared: Arc<Shared>, der: Bytes) -> Response<ProxyBody> {
     match replied {
         Ok(reply) => {
             tracing::info!(outcome = ?reply.outcome, "OCSP request answered");
-            binary("application/ocsp-response", reply.der)
+            let successful = reply.outcome.status == ResponseStatus::Successful;
+            Ok((reply.der, successful))
         }
-        Err(_) => plain(
+        Err(_) => Err(plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the OCSP responder failed\n",
-        ),
+        )),
     }
+}
+
+fn ocsp_response(der: Vec<u8>, cache: HeaderValue) -> Response<ProxyBody> {
+    let mut response = binary("application/ocsp-response", der);
+    response.headers_mut().insert(header::CACHE_CONTROL, cache);
+    response
 }
 
 fn too_large() -> Response<ProxyBody> {
@@ -91,4 +143,17 @@ fn too_large() -> Response<ProxyBody> {
         StatusCode::PAYLOAD_TOO_LARGE,
         "OCSP request too large (limit 16 KiB)\n",
     )
+}
+
+fn too_slow() -> Response<ProxyBody> {
+    let mut response = plain(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body did not arrive in time\n",
+    );
+    // The rest of the body may still be on its way; the connection cannot
+    // be reused.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
