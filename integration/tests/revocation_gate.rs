@@ -267,3 +267,164 @@ async fn an_agent_supplied_staple_never_reaches_the_upstream() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.json()["headers"].get("x-agent-ocsp").is_none());
 }
+
+/// A "responder" that answers every request with the same saved bytes:
+/// what an attacker on the plain-HTTP path can do.
+async fn replaying_responder(saved: Vec<u8>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let saved = saved.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 16 * 1024];
+                let _ = stream.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/ocsp-response\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    saved.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&saved).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_good_answer_does_not_hide_a_revocation() {
+    let pki = Pki::new();
+    let exchange = pki.exchange().await;
+    let serial = {
+        let (_, cert, _) = pki.agent(POLICY);
+        serial_of(&cert)
+    };
+    // Before the revocation, the attacker saves a "good" answer (nonce-less,
+    // as anyone may ask for one, valid for an hour)...
+    let request = pki.path("saved-req.der");
+    let status = std::process::Command::new("openssl")
+        .args(["ocsp", "-no_nonce", "-reqout"])
+        .arg(&request)
+        .arg("-issuer")
+        .arg(pki.agents_ca.certificate_path())
+        .arg("-cert")
+        .arg(pki.path("agent.pem"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let saved = tokio::task::spawn_blocking({
+        let url = format!("http://{}/ocsp", pki.responder.addr);
+        let request = request.clone();
+        move || {
+            let output = std::process::Command::new("curl")
+                .args([
+                    "-sf",
+                    "-H",
+                    "content-type: application/ocsp-request",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", request.display()))
+                .arg(url)
+                .output()
+                .unwrap();
+            assert!(output.status.success());
+            output.stdout
+        }
+    })
+    .await
+    .unwrap();
+    // ... the agent is revoked, and the attacker answers for the responder.
+    pki.ca(&["revoke", "--serial", &serial, "--reason", "keyCompromise"]);
+    let fake = replaying_responder(saved).await;
+    let extra = format!("[revocation]\nocsp_url = \"http://{fake}/ocsp\"\nwatch_url = \"off\"\n");
+    let (policy, cert, key) = (
+        pki.path("policy.json"),
+        pki.path("agent.pem"),
+        pki.path("agent-key.pem"),
+    );
+    let config = pki.write_config(&policy, &cert, &key, exchange.addr(), &extra);
+    let answer = tokio::task::spawn_blocking(move || {
+        let proxy = ProxyProcess::start(&config);
+        trade(&proxy)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.code(), "revocation_unavailable");
+    assert!(answer.body.contains("nonce"), "{}", answer.body);
+    assert_eq!(exchange.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_its_ca_does_not_know_is_refused_even_with_fail_open() {
+    let pki = Pki::new();
+    let exchange = pki.exchange().await;
+    pki.agent(&policy_with(
+        r#"{"enabled": true, "cache_ttl_seconds": 5, "fail_open": true}"#,
+    ));
+    // OpenSSL's own responder, with the CA's key and an empty index: it
+    // signs "unknown" for every serial (and echoes the nonce).
+    let index = pki.path("index.txt");
+    std::fs::write(&index, "").unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let ca_dir = pki.path("agents-ca");
+    let mut responder = std::process::Command::new("openssl")
+        .args([
+            "ocsp",
+            "-timeout",
+            "5",
+            "-port",
+            &port.to_string(),
+            "-index",
+        ])
+        .arg(&index)
+        .arg("-CA")
+        .arg(ca_dir.join("ca.pem"))
+        .arg("-rsigner")
+        .arg(ca_dir.join("ca.pem"))
+        .arg("-rkey")
+        .arg(ca_dir.join("ca-key.pem"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // openssl serves one connection at a time and spins on one that closes
+    // without a request, so no probe connection: wait for the port to be
+    // taken instead.
+    let started = Instant::now();
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "openssl ocsp did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let extra =
+        format!("[revocation]\nocsp_url = \"http://127.0.0.1:{port}/\"\nwatch_url = \"off\"\n");
+    let (policy, cert, key) = (
+        pki.path("policy.json"),
+        pki.path("agent.pem"),
+        pki.path("agent-key.pem"),
+    );
+    let config = pki.write_config(&policy, &cert, &key, exchange.addr(), &extra);
+    let answer = tokio::task::spawn_blocking(move || {
+        let proxy = ProxyProcess::start(&config);
+        trade(&proxy)
+    })
+    .await
+    .unwrap();
+    let _ = responder.kill();
+    let _ = responder.wait();
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.code(), "identity_unknown");
+    assert_eq!(exchange.requests(), 0);
+}

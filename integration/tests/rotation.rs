@@ -165,3 +165,84 @@ async fn a_certificate_for_another_key_is_refused_and_the_old_one_stays_in_use()
     );
     assert!(pki.audit_events("identity.rotated").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_certificate_lifts_a_halt_and_the_revoked_one_never_returns() {
+    let pki = Arc::new(Pki::new());
+    let exchange = pki.exchange().await;
+    let config = pki.config(POLICY, exchange.addr(), "");
+    let revoked = std::fs::read(pki.path("agent.pem")).unwrap();
+    let old_serial = serial_of(&pki.path("agent.pem"));
+    let (halted, after_rotation, after_rollback, new_serial) = tokio::task::spawn_blocking({
+        let pki = pki.clone();
+        move || {
+            let proxy = ProxyProcess::start(&config);
+            assert_eq!(curl(&proxy, &[MARKETS]).status, 200);
+            pki.ca(&[
+                "revoke",
+                "--serial",
+                &old_serial,
+                "--reason",
+                "keyCompromise",
+            ]);
+            assert!(wait_for(Duration::from_secs(15), || {
+                curl(&proxy, &[MARKETS]).status == 403
+            }));
+            let halted = curl(&proxy, &[MARKETS]);
+            // The operator issues a new certificate for the same key (a
+            // revoked certificate cannot be rotated: it is over).
+            let public = pki.path("agent-pub.pem");
+            let status = std::process::Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(pki.path("agent-key.pem"))
+                .arg("-out")
+                .arg(&public)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let rotated = pki.path("rotated.pem");
+            pki.ca(&[
+                "issue",
+                "--agent-id",
+                "trading_bot_v2",
+                "--policy",
+                pki.path("policy.json").to_str().unwrap(),
+                "--public-key",
+                public.to_str().unwrap(),
+                "--out",
+                rotated.to_str().unwrap(),
+            ]);
+            replace_file(&pki.path("agent.pem"), &std::fs::read(&rotated).unwrap());
+            proxy.hangup();
+            assert!(wait_for(Duration::from_secs(15), || {
+                curl(&proxy, &[MARKETS]).status == 200
+            }));
+            let after_rotation = curl(&proxy, &[MARKETS]);
+            // Putting the revoked certificate back is refused.
+            replace_file(&pki.path("agent.pem"), &revoked);
+            proxy.hangup();
+            assert!(wait_for(Duration::from_secs(10), || {
+                !pki.audit_events("identity.rotation_refused").is_empty()
+            }));
+            let after_rollback = curl(&proxy, &[MARKETS]);
+            (halted, after_rotation, after_rollback, serial_of(&rotated))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(halted.code(), "identity_revoked");
+    assert_eq!(
+        after_rotation.json()["client_cert_serial"],
+        new_serial.as_str()
+    );
+    assert_eq!(after_rollback.status, 200, "{}", after_rollback.body);
+    assert_eq!(
+        after_rollback.json()["client_cert_serial"],
+        new_serial.as_str()
+    );
+    let refused = pki.audit_events("identity.rotation_refused");
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("revoked"),
+        "{refused:?}"
+    );
+}

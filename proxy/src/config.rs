@@ -56,6 +56,7 @@ pub struct RevocationSection {
     pub ocsp_url: Option<String>,
     pub watch_url: Option<String>,
     pub timeout_ms: Option<u64>,
+    pub require_nonce: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +132,10 @@ pub struct ProxyFlags {
     /// Time allowed for one OCSP exchange [default: 2000].
     #[arg(long, env = "KAKUNIN_REVOCATION_TIMEOUT_MS")]
     pub revocation_timeout_ms: Option<u64>,
+    /// Refuse OCSP answers that do not echo the request's nonce (they could
+    /// be replays) [default: true]. Off only for responders that pre-sign.
+    #[arg(long, env = "KAKUNIN_REVOCATION_REQUIRE_NONCE")]
+    pub revocation_require_nonce: Option<bool>,
     /// CA bundle (PEM) that upstream servers must chain to (pinned).
     #[arg(long, env = "KAKUNIN_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
@@ -183,6 +188,7 @@ pub struct Config {
     /// None: derived from the responder; Some("off"): no subscription.
     pub watch_url: Option<String>,
     pub revocation_timeout: Duration,
+    pub require_nonce: bool,
     pub upstream_ca: PathBuf,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -336,6 +342,11 @@ impl Config {
                 2_000,
                 "revocation.timeout_ms",
             )?,
+            require_nonce: pick(
+                flags.revocation_require_nonce,
+                file.revocation.require_nonce,
+            )
+            .unwrap_or(true),
             upstream_ca,
             connect_timeout: ms(
                 flags.upstream_connect_timeout_ms,

@@ -193,7 +193,16 @@ impl Proxy {
 
         // 7. Revocation gate: never skipped, and a revoked identity halts
         // even in report mode.
-        let admission = self.gate.admit().await?;
+        let mut admission = self.gate.admit().await?;
+        if admission.subject.leaf != self.gate.presented_leaf() {
+            // A rotation landed between the check and now: check the
+            // certificate that the handshake will present.
+            admission = self.gate.admit().await?;
+        }
+        trail.set(
+            "agent_cert_serial",
+            admission.subject.summary.serial_hex.as_str(),
+        );
         trail.set("revocation", admission.status);
         if let Some(note) = &admission.note {
             trail.set("revocation_error", note.as_str());

@@ -23,10 +23,9 @@ use crate::revocation::Subject;
 
 pub struct Rotation {
     pub path: PathBuf,
-    /// The CA certificate from the configuration, used when the file holds
-    /// the leaf alone.
+    /// The CA certificate from the configuration; without it, the second
+    /// certificate in the file.
     pub issuer: Option<CertificateDer<'static>>,
-    pub identity: Arc<kakunin_signer::AgentIdentity>,
     pub proxy: Arc<Proxy>,
 }
 
@@ -54,25 +53,19 @@ impl Rotation {
         let summary = summarize(&leaf).context("the new agent certificate")?;
         check_for_policy(&summary, &self.proxy.policy, unix_now())?;
         let subject = Subject {
-            issuer: chain.get(1).cloned().or_else(|| self.issuer.clone()),
+            // The configured issuer wins: whoever writes the certificate
+            // file must not also choose the trust anchor for its status.
+            issuer: self.issuer.clone().or_else(|| chain.get(1).cloned()),
             leaf,
             summary,
         };
-        self.proxy
-            .gate
-            .responder_for(&subject)
-            .map_err(anyhow::Error::msg)?;
-        // The key check: a certificate for another key is refused here and
-        // the current one stays in use.
-        self.identity.replace_chain(chain)?;
         let new_serial = subject.summary.serial_hex.clone();
+        // Refused here, with the current certificate kept: another key, the
+        // wrong issuer, no responder, or a certificate known to be revoked.
         self.proxy
             .gate
-            .replace_subject(subject)
+            .rotate_to(subject, chain)
             .map_err(anyhow::Error::msg)?;
-        if self.proxy.gate.halted().is_none() {
-            self.identity.resume();
-        }
         self.proxy.upstream.pool().retire_all();
         self.proxy.upstream.connector().forget_sessions();
         let old_serial = current.summary.serial_hex.clone();
@@ -92,7 +85,7 @@ impl Rotation {
     pub fn spawn(self, interval: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut hangups = hangup_signals();
-            let mut last_seen = std::fs::read(&self.path).ok();
+            let mut last_seen = tokio::fs::read(&self.path).await.ok();
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -102,7 +95,7 @@ impl Rotation {
                 };
                 // Compare contents, not times: a Kubernetes secret update
                 // swaps a symlink, and some copies keep the old mtime.
-                let content = std::fs::read(&self.path).ok();
+                let content = tokio::fs::read(&self.path).await.ok();
                 if !forced && content == last_seen {
                     continue;
                 }

@@ -99,9 +99,11 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             .transpose()
             .map_err(|e| anyhow::anyhow!("revocation.ocsp_url: {e}"))?,
         timeout: config.revocation_timeout,
+        require_nonce: config.require_nonce,
     };
     let subject = Subject {
-        issuer: loaded.chain.get(1).cloned().or_else(|| issuer.clone()),
+        // The configured issuer wins over a second certificate in the file.
+        issuer: issuer.clone().or_else(|| loaded.chain.get(1).cloned()),
         leaf: loaded.chain[0].clone(),
         summary: loaded.summary,
     };
@@ -132,7 +134,6 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         CertSource::File(path) => Some(Rotation {
             path: path.clone(),
             issuer,
-            identity: loaded.identity,
             proxy: proxy.clone(),
         }),
         // PEM text in a variable cannot change under a running process.
@@ -160,7 +161,7 @@ fn watch_url(config: &Config, gate: &RevocationGate) -> anyhow::Result<Option<Ht
             })?))
         }
         None => match gate.responder_for(&gate.subject()) {
-            Ok(Some(responder)) => Ok(responder.with_path("/watch").ok()),
+            Ok(Some(responder)) => Ok(responder.watch_beside().ok()),
             _ => Ok(None),
         },
     }

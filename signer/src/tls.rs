@@ -1,5 +1,4 @@
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::ResolvesClientCert;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
@@ -40,9 +39,11 @@ pub enum IdentityError {
 pub struct AgentIdentity {
     backend: Arc<dyn KeyBackend>,
     current: RwLock<Arc<CertifiedKey>>,
-    /// Set when the certificate is known to be revoked: no handshake may
-    /// present it again, whatever path asks for it.
-    halted: AtomicBool,
+    /// Certificates known to be revoked: none is presented in a handshake
+    /// again, whatever path asks, and a rotation back to one stays halted.
+    /// Per certificate, so that a halt decided for an old certificate never
+    /// silences the one that replaced it.
+    halted: Mutex<Vec<CertificateDer<'static>>>,
 }
 
 impl AgentIdentity {
@@ -54,23 +55,30 @@ impl AgentIdentity {
         Ok(AgentIdentity {
             backend,
             current: RwLock::new(certified),
-            halted: AtomicBool::new(false),
+            halted: Mutex::new(Vec::new()),
         })
     }
 
-    /// Stops presenting the certificate: later handshakes send none, so a
-    /// server that requires one refuses them.
-    pub fn halt(&self) {
-        self.halted.store(true, Ordering::SeqCst);
+    /// Never presents `leaf` again: while it is the current certificate,
+    /// handshakes send none, so a server that requires one refuses them.
+    pub fn halt(&self, leaf: &CertificateDer<'_>) {
+        let mut halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+        if !halted.iter().any(|h| h.as_ref() == leaf.as_ref()) {
+            halted.push(leaf.clone().into_owned());
+        }
     }
 
-    /// Presents the certificate again (after a new one replaced a revoked one).
-    pub fn resume(&self) {
-        self.halted.store(false, Ordering::SeqCst);
-    }
-
+    /// Whether the current certificate is a halted one.
     pub fn is_halted(&self) -> bool {
-        self.halted.load(Ordering::SeqCst)
+        let current = self.snapshot();
+        let Some(leaf) = current.cert.first() else {
+            return true;
+        };
+        self.halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|h| h.as_ref() == leaf.as_ref())
     }
 
     pub fn backend(&self) -> &Arc<dyn KeyBackend> {
@@ -131,10 +139,13 @@ impl ResolvesClientCert for AgentIdentity {
         _root_hint_subjects: &[&[u8]],
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        if self.is_halted() {
+        let current = self.snapshot();
+        let halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+        let leaf = current.cert.first()?;
+        if halted.iter().any(|h| h.as_ref() == leaf.as_ref()) {
             return None;
         }
-        let current = self.snapshot();
+        drop(halted);
         // Present the certificate only if we can sign with a scheme the server
         // offered; otherwise rustls sends no certificate and the server's
         // refusal names the real problem.
@@ -243,6 +254,24 @@ mod tests {
         assert!(identity
             .resolve(&[], &[SignatureScheme::RSA_PSS_SHA256])
             .is_none());
+    }
+
+    #[test]
+    fn a_halt_silences_that_certificate_only() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (first, second) = (self_signed(&key), self_signed(&key));
+        let identity = AgentIdentity::new(file_key(&key), vec![first.clone()]).unwrap();
+        let schemes = [SignatureScheme::ECDSA_NISTP256_SHA256];
+        identity.halt(&first);
+        assert!(identity.is_halted());
+        assert!(identity.resolve(&[], &schemes).is_none());
+        // A new certificate is presented ...
+        identity.replace_chain(vec![second.clone()]).unwrap();
+        assert!(!identity.is_halted());
+        assert!(identity.resolve(&[], &schemes).is_some());
+        // ... and going back to the revoked one does not revive it.
+        identity.replace_chain(vec![first]).unwrap();
+        assert!(identity.resolve(&[], &schemes).is_none());
     }
 
     #[derive(Debug)]

@@ -40,7 +40,7 @@ mod tests;
 pub use error::OcspError;
 pub use request::{build_request, ocsp_url};
 pub use respond::{OcspOutcome, OcspReply, ResponseOptions, SerialAnswer};
-pub use verify::{verify_response, VerifiedResponse};
+pub use verify::{check_issuer, verify_response, VerifiedResponse};
 
 use der::asn1::ObjectIdentifier;
 

@@ -27,6 +27,25 @@ pub struct VerifiedResponse {
     pub produced_at: i64,
     pub this_update: i64,
     pub next_update: Option<i64>,
+    /// The response echoed the expected nonce. A caller that must rule out
+    /// a replayed older answer (the proxy's revocation gate) requires this.
+    pub nonce_echoed: bool,
+}
+
+/// Checks that `issuer_der` issued `cert_der`: the names chain and the
+/// issuer's key verifies the certificate's signature. Callers that pick the
+/// issuer for revocation checks verify their choice with this.
+pub fn check_issuer(cert_der: &[u8], issuer_der: &[u8]) -> Result<(), OcspError> {
+    let cert = parse_cert(cert_der, "certificate")?;
+    let issuer = parse_cert(issuer_der, "issuer certificate")?;
+    check_issued_by(&cert, &issuer)?;
+    sigalg::verify(
+        &cert.signature_algorithm.algorithm.to_id_string(),
+        issuer.public_key(),
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    )
+    .map_err(|e| OcspError::NotIssuedBy(e.to_string()))
 }
 
 /// Verifies a DER OCSPResponse about `cert_der` issued by `issuer_der` as of
@@ -40,18 +59,11 @@ pub fn verify_response(
     now_unix: i64,
     expected_nonce: Option<&[u8]>,
 ) -> Result<VerifiedResponse, OcspError> {
+    // The name alone does not tell two CAs apart; without the signature
+    // check the answer could be about another certificate with this serial.
+    check_issuer(cert_der, issuer_der)?;
     let cert = parse_cert(cert_der, "certificate")?;
     let issuer = parse_cert(issuer_der, "issuer certificate")?;
-    check_issued_by(&cert, &issuer)?;
-    // The name alone does not tell two CAs apart; without this the answer
-    // could be about another certificate that has the same serial.
-    sigalg::verify(
-        &cert.signature_algorithm.algorithm.to_id_string(),
-        issuer.public_key(),
-        cert.tbs_certificate.as_ref(),
-        &cert.signature_value.data,
-    )
-    .map_err(|e| OcspError::NotIssuedBy(e.to_string()))?;
 
     let response = OcspResponse::from_der(response_der).map_err(malformed)?;
     let status = ResponseStatus::from_x509(response.response_status);
@@ -97,15 +109,17 @@ pub fn verify_response(
             });
         }
     }
-    if let Some(expected) = expected_nonce {
-        check_nonce(&data, expected)?;
-    }
+    let nonce_echoed = match expected_nonce {
+        Some(expected) => check_nonce(&data, expected)?,
+        None => false,
+    };
 
     Ok(VerifiedResponse {
         status: cert_status(&single.cert_status),
         produced_at: unix(data.produced_at),
         this_update,
         next_update,
+        nonce_echoed,
     })
 }
 
@@ -268,21 +282,23 @@ fn reject_critical(
     }
 }
 
-fn check_nonce(data: &ResponseData, expected: &[u8]) -> Result<(), OcspError> {
+/// Ok(true) when the response carries our nonce, Ok(false) when it carries
+/// none, an error when it carries another.
+fn check_nonce(data: &ResponseData, expected: &[u8]) -> Result<bool, OcspError> {
     let Some(extension) = data
         .response_extensions
         .iter()
         .flatten()
         .find(|e| e.extn_id == OID_NONCE)
     else {
-        return Ok(());
+        return Ok(false);
     };
     let value = extension.extn_value.as_bytes();
     // RFC 8954 wraps the nonce in an OCTET STRING; responders that predate
     // it echo the bare bytes. Either way they must be ours.
     let wrapped = OctetString::new(expected).and_then(|o| o.to_der());
     if value == expected || wrapped.is_ok_and(|w| w == value) {
-        Ok(())
+        Ok(true)
     } else {
         Err(OcspError::NonceMismatch)
     }

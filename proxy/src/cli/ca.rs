@@ -125,6 +125,17 @@ pub enum CaCommand {
         /// Hours a published CRL stays valid (its nextUpdate).
         #[arg(long, default_value_t = 24)]
         crl_hours: u32,
+        /// Connections served at once; more are closed at once.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// OCSP answers and CRLs being signed at once; beyond this OCSP
+        /// answers tryLater and /crl 503.
+        #[arg(long, default_value_t = 64)]
+        max_ocsp_in_flight: usize,
+        /// Watch subscriptions per client address (IPv4, or IPv6 /64); raise
+        /// it when many proxies reach the CA through one NAT address.
+        #[arg(long, default_value_t = 16)]
+        max_watchers_per_ip: usize,
     },
 }
 
@@ -193,7 +204,19 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
             poll_ms,
             ocsp_validity_secs,
             crl_hours,
+            max_connections,
+            max_ocsp_in_flight,
+            max_watchers_per_ip,
         } => {
+            for (name, value) in [
+                ("--max-connections", max_connections),
+                ("--max-ocsp-in-flight", max_ocsp_in_flight),
+                ("--max-watchers-per-ip", max_watchers_per_ip),
+            ] {
+                if !(1..=1_000_000).contains(&value) {
+                    anyhow::bail!("{name} {value}: must be between 1 and 1000000");
+                }
+            }
             if !(1..=60_000).contains(&poll_ms) {
                 anyhow::bail!("--poll-ms {poll_ms}: must be between 1 and 60000");
             }
@@ -210,6 +233,9 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
                 poll_interval: Duration::from_millis(poll_ms),
                 ocsp_validity: Duration::from_secs(ocsp_validity_secs),
                 crl_validity: Duration::from_secs(u64::from(crl_hours) * 3600),
+                max_connections,
+                max_ocsp_in_flight,
+                max_watchers_per_ip,
                 ..crate::ca_serve::ServeOptions::default()
             };
             super::runtime()?.block_on(crate::ca_serve::serve_until_signalled(

@@ -120,6 +120,7 @@ impl Lab {
             ocsp_url: None,
             watch_url: (!options.watch).then(|| "off".to_string()),
             revocation_timeout: Duration::from_secs(2),
+            require_nonce: true,
             upstream_ca: exchange_ca.certificate_path(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),

@@ -50,10 +50,19 @@ impl HttpUrl {
         Ok(HttpUrl { uri, host, port })
     }
 
-    /// The same origin with another path (the watch stream beside /ocsp).
+    /// The same origin with another path.
     pub fn with_path(&self, path: &str) -> Result<HttpUrl, String> {
         let authority = self.uri.authority().map_or("", |a| a.as_str());
         HttpUrl::parse(&format!("http://{authority}{path}"))
+    }
+
+    /// The watch stream beside this OCSP URL: `ca serve` publishes
+    /// `{public_url}/ocsp` and `{public_url}/watch`, and `public_url` may
+    /// have a path of its own.
+    pub fn watch_beside(&self) -> Result<HttpUrl, String> {
+        let path = self.uri.path();
+        let prefix = path.strip_suffix("/ocsp").unwrap_or("");
+        self.with_path(&format!("{prefix}/watch"))
     }
 
     pub fn as_str(&self) -> String {
@@ -115,6 +124,17 @@ impl HttpUrl {
                 response.status()
             ));
         }
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !content_type.starts_with("application/ocsp-response") {
+            return Err(format!(
+                "{} answered {content_type:?} instead of application/ocsp-response",
+                self.as_str()
+            ));
+        }
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -123,13 +143,21 @@ impl HttpUrl {
     }
 
     /// Opens a long-lived GET (the watch stream) and returns the response
-    /// once its head has arrived.
-    pub async fn get_stream(&self, timeout: Duration) -> Result<Response<Incoming>, String> {
+    /// once its head has arrived. `last_event_id` resumes after that event.
+    pub async fn get_stream(
+        &self,
+        timeout: Duration,
+        last_event_id: Option<i64>,
+    ) -> Result<Response<Incoming>, String> {
         let exchange = async {
             let mut sender = self.open().await?;
-            let request = Request::get(self.path())
+            let mut request = Request::get(self.path())
                 .header(http::header::HOST, self.host_header())
-                .header(http::header::ACCEPT, "text/event-stream")
+                .header(http::header::ACCEPT, "text/event-stream");
+            if let Some(id) = last_event_id {
+                request = request.header("last-event-id", id);
+            }
+            let request = request
                 .body(Full::new(Bytes::new()))
                 .map_err(|e| format!("cannot build the watch request: {e}"))?;
             sender
@@ -153,8 +181,18 @@ mod tests {
         assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 8180));
         assert_eq!(url.path(), "/ocsp");
         assert_eq!(
-            url.with_path("/watch").unwrap().as_str(),
+            url.watch_beside().unwrap().as_str(),
             "http://127.0.0.1:8180/watch"
+        );
+        let prefixed = HttpUrl::parse("http://ca.example/pki/ocsp").unwrap();
+        assert_eq!(
+            prefixed.watch_beside().unwrap().as_str(),
+            "http://ca.example/pki/watch"
+        );
+        let elsewhere = HttpUrl::parse("http://ocsp.example/").unwrap();
+        assert_eq!(
+            elsewhere.watch_beside().unwrap().as_str(),
+            "http://ocsp.example/watch"
         );
         let v6 = HttpUrl::parse("http://[::1]/ocsp").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 80));

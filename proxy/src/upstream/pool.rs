@@ -32,6 +32,7 @@ pub struct PoolKey {
 struct Idle {
     sender: RequestSender,
     since: Instant,
+    generation: Generation,
 }
 
 /// A connection's identity generation: connections made before the agent's
@@ -69,17 +70,16 @@ impl Pool {
         }
     }
 
-    /// Idle connections are all of the current generation: retire_all
-    /// empties the set.
     fn checkout(&self, key: &PoolKey) -> Option<(RequestSender, Generation)> {
         let mut idle = self.lock();
-        let generation = self.generation();
+        let current = self.generation();
         let list = idle.by_key.get_mut(key)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             let fresh = now.duration_since(entry.since) < self.idle_timeout;
-            if fresh && entry.sender.is_ready() && !entry.sender.is_closed() {
-                return Some((entry.sender, generation));
+            let usable = fresh && entry.generation == current;
+            if usable && entry.sender.is_ready() && !entry.sender.is_closed() {
+                return Some((entry.sender, entry.generation));
             }
         }
         None
@@ -89,8 +89,11 @@ impl Pool {
     /// back: from now on, requests go over connections made with the
     /// current identity. Busy ones finish their exchange undisturbed.
     pub fn retire_all(&self) {
+        // Under the lock that checkin and checkout hold, so no connection
+        // is labelled with the new generation by mistake.
+        let mut idle = self.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.lock().by_key.clear();
+        idle.by_key.clear();
     }
 
     fn generation(&self) -> Generation {
@@ -123,7 +126,11 @@ impl Pool {
             // Drop the oldest: it is the likeliest to be closed by the peer.
             list.remove(0);
         }
-        list.push(Idle { sender, since: now });
+        list.push(Idle {
+            sender,
+            since: now,
+            generation,
+        });
     }
 
     /// Number of idle connections (all hosts).

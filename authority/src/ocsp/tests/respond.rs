@@ -133,11 +133,14 @@ fn nonce_is_echoed_and_a_foreign_one_refused() {
     let at = now().unix_timestamp();
     let ok = verify_response(&reply.der, &f.agent_der, &f.ca_der, at, Some(&nonce)).unwrap();
     assert_eq!(ok.status, CertStatus::Good);
+    assert!(ok.nonce_echoed);
     let err = verify_response(&reply.der, &f.agent_der, &f.ca_der, at, Some(&[8u8; 16]));
     assert!(matches!(err, Err(OcspError::NonceMismatch)), "{err:?}");
-    // A responder may ignore the nonce; the missing echo is accepted.
+    // A responder may ignore the nonce; the missing echo is accepted, and
+    // reported, so that a caller that needs it can refuse.
     let plain = f.respond(&f.request(None), CertStatus::Good);
-    verify_response(&plain.der, &f.agent_der, &f.ca_der, at, Some(&nonce)).unwrap();
+    let unechoed = verify_response(&plain.der, &f.agent_der, &f.ca_der, at, Some(&nonce)).unwrap();
+    assert!(!unechoed.nonce_echoed);
 }
 
 #[test]
