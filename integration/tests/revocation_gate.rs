@@ -428,3 +428,50 @@ async fn a_certificate_its_ca_does_not_know_is_refused_even_with_fail_open() {
     assert_eq!(answer.code(), "identity_unknown");
     assert_eq!(exchange.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_that_expires_while_running_is_refused() {
+    let pki = Pki::new();
+    let exchange = pki.exchange().await;
+    let policy = kakunin_policy::Policy::from_json_str("policy.json", POLICY).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let not_after = now + time::Duration::seconds(5);
+    let issued = pki
+        .agents_ca
+        .issue_agent(&kakunin_authority::AgentRequest {
+            agent_id: policy.agent_id(),
+            policy: &policy,
+            key: kakunin_authority::SubjectKey::Generate,
+            validity: kakunin_authority::Validity::Window {
+                not_before: now - time::Duration::minutes(1),
+                not_after,
+            },
+        })
+        .unwrap();
+    let (policy_path, cert, key) = (
+        pki.path("policy.json"),
+        pki.path("agent.pem"),
+        pki.path("agent-key.pem"),
+    );
+    std::fs::write(&policy_path, POLICY).unwrap();
+    std::fs::write(&cert, issued.cert_pem).unwrap();
+    std::fs::write(&key, issued.key_pem.unwrap()).unwrap();
+    let config = pki.write_config(&policy_path, &cert, &key, exchange.addr(), "");
+    let (before, after) = tokio::task::spawn_blocking(move || {
+        let proxy = ProxyProcess::start(&config);
+        let before = trade(&proxy);
+        // Past notAfter (whole seconds) by a margin.
+        let expired_at =
+            std::time::UNIX_EPOCH + Duration::from_secs(not_after.unix_timestamp() as u64 + 2);
+        if let Ok(wait) = expired_at.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        (before, trade(&proxy))
+    })
+    .await
+    .unwrap();
+    assert_eq!(before.status, 200, "{}", before.body);
+    assert_eq!(after.status, 403, "{}", after.body);
+    assert_eq!(after.code(), "identity_expired");
+    assert_eq!(exchange.requests(), 1);
+}
