@@ -339,7 +339,9 @@ async fn a_stalled_upstream_body_releases_its_in_flight_slot() {
         1,
     );
     let config = pki.config(&policy, exchange.addr(), "");
-    let proxy = ProxyProcess::start_with(&config, &["--upstream-response-timeout-ms", "500"]);
+    // Long enough that a loaded machine still gets the response head (and
+    // its first body bytes) in time; the stall itself lasts forever.
+    let proxy = ProxyProcess::start_with(&config, &["--upstream-response-timeout-ms", "1500"]);
     // The upstream sends part of the body and stops: the proxy cuts it off,
     // so the agent sees a truncated response rather than waiting forever.
     let stalled = curl(&proxy, &["-X", "POST", "http://api.exchange.com/stall"]);
