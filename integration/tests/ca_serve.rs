@@ -893,3 +893,44 @@ async fn a_burst_of_crl_requests_after_a_revocation_signs_one_crl() {
         assert_eq!(crl_number(&reply.body), before + 1);
     }
 }
+
+#[test]
+fn a_certificate_scheduled_for_revocation_is_not_vouched_for_past_it() {
+    let served = Served::start();
+    served.kakunin(&[
+        "ca",
+        "rotate",
+        "--dir",
+        "ca",
+        "--agent-id",
+        "trading_bot_v2",
+        "--grace",
+        "120",
+        "--out",
+        "rotated.pem",
+    ]);
+    let request = served.request_for(&["-issuer", "ca/ca.pem", "-cert", "agent.pem"], "old.der");
+    let (http, answer) = served.post(&request, "old");
+    assert_eq!(http, 200);
+    let der = std::fs::read(answer).unwrap();
+    let cert = std::fs::read_to_string(served.path("agent.pem")).unwrap();
+    let issuer = std::fs::read_to_string(served.path("ca/ca.pem")).unwrap();
+    let der_of = |pem: &str| {
+        kakunin_signer::parse_certificate_chain("pem", pem.as_bytes()).unwrap()[0]
+            .as_ref()
+            .to_vec()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let verified =
+        kakunin_authority::ocsp::verify_response(&der, &der_of(&cert), &der_of(&issuer), now, None)
+            .unwrap();
+    assert_eq!(verified.status, kakunin_authority::CertStatus::Good);
+    let next_update = verified.next_update.unwrap();
+    assert!(
+        next_update <= now + 121,
+        "nextUpdate {next_update} is past the scheduled revocation (now {now} + 120 s)"
+    );
+}

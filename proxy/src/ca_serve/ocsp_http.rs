@@ -109,14 +109,41 @@ async fn answer(shared: Arc<Shared>, der: Bytes) -> Result<(Vec<u8>, bool), Resp
     let replied = tokio::task::spawn_blocking(move || {
         // Held until the work is done, even if the client has gone.
         let _permit = permit;
-        let options = ResponseOptions {
-            now: time::OffsetDateTime::now_utc(),
+        let now = time::OffsetDateTime::now_utc();
+        let mut options = ResponseOptions {
+            now,
             validity: time::Duration::try_from(shared.options.ocsp_validity)
                 .unwrap_or(time::Duration::HOUR),
         };
         let store = shared.authority.store();
-        let mut lookup = |serial: &str| store.status(serial);
-        shared.authority.respond_ocsp(&der, &mut lookup, &options)
+        // A certificate that rotation will revoke at a set time must not be
+        // vouched for past it: a relying party would trust the "good" (a
+        // staple, say) until nextUpdate.
+        let mut good_until: Option<i64> = None;
+        let mut lookup = |serial: &str| {
+            let status = store.status(serial)?;
+            if status == kakunin_authority::CertStatus::Good {
+                if let Ok(Some(record)) = store.get(serial) {
+                    if let Some(at) = record.revoke_at {
+                        good_until = Some(good_until.map_or(at, |g| g.min(at)));
+                    }
+                }
+            }
+            Ok(status)
+        };
+        let reply = shared.authority.respond_ocsp(&der, &mut lookup, &options);
+        let ends = now
+            .unix_timestamp()
+            .saturating_add(options.validity.whole_seconds());
+        match good_until {
+            Some(until) if until < ends => {
+                let left = (until - now.unix_timestamp()).max(1);
+                options.validity = time::Duration::seconds(left);
+                let mut lookup = |serial: &str| store.status(serial);
+                shared.authority.respond_ocsp(&der, &mut lookup, &options)
+            }
+            _ => reply,
+        }
     })
     .await;
     match replied {
