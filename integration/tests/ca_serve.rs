@@ -165,6 +165,13 @@ impl Served {
         ok(self.root(), kakunin_bin().to_str().unwrap(), args)
     }
 
+    /// `kakunin ca revoke` of `serial`, as an operator would run it.
+    fn revoke(&self, serial: &str, reason: &str) {
+        self.kakunin(&[
+            "ca", "revoke", "--dir", "ca", "--serial", serial, "--reason", reason,
+        ]);
+    }
+
     fn serial(&self) -> String {
         serial_of(self.root(), "agent.pem")
     }
@@ -244,16 +251,7 @@ fn openssl_ocsp_verifies_good_then_revoked_with_its_reason() {
     let answer = served.openssl_ocsp();
     assert!(answer.contains("Response verify OK"), "{answer}");
     assert!(answer.contains("agent.pem: good"), "{answer}");
-    served.kakunin(&[
-        "ca",
-        "revoke",
-        "--dir",
-        "ca",
-        "--serial",
-        &served.serial(),
-        "--reason",
-        "keyCompromise",
-    ]);
+    served.revoke(&served.serial(), "keyCompromise");
     let answer = served.openssl_ocsp();
     assert!(answer.contains("Response verify OK"), "{answer}");
     assert!(answer.contains("agent.pem: revoked"), "{answer}");
@@ -324,16 +322,7 @@ fn the_crl_at_its_distribution_point_revokes_for_openssl_verify() {
         &["crl", "-in", "crl.pem", "-noout", "-text"],
     );
     assert!(crl_text.contains("Next Update"), "{crl_text}");
-    served.kakunin(&[
-        "ca",
-        "revoke",
-        "--dir",
-        "ca",
-        "--serial",
-        &served.serial(),
-        "--reason",
-        "superseded",
-    ]);
+    served.revoke(&served.serial(), "superseded");
     // The server notices the change within its poll interval.
     let mut after = fetch_crl();
     for _ in 0..50 {
@@ -405,16 +394,7 @@ fn the_watch_stream_announces_a_revocation() {
     // The greeting first: the subscription is live.
     assert_eq!(watch.next_event().0, "hello");
     let serial = served.serial();
-    served.kakunin(&[
-        "ca",
-        "revoke",
-        "--dir",
-        "ca",
-        "--serial",
-        &serial,
-        "--reason",
-        "keyCompromise",
-    ]);
+    served.revoke(&serial, "keyCompromise");
     let (event, data) = watch.next_event();
     assert_eq!(event, "revoked");
     assert_eq!(data["serial"], serial.as_str());
@@ -432,16 +412,7 @@ fn the_watch_stream_never_announces_issuance_live_or_in_replay() {
     assert_eq!(watch.next_event().0, "hello");
     issue(served.root(), "trading_bot_v2", "second");
     let serial = served.serial();
-    served.kakunin(&[
-        "ca",
-        "revoke",
-        "--dir",
-        "ca",
-        "--serial",
-        &serial,
-        "--reason",
-        "superseded",
-    ]);
+    served.revoke(&serial, "superseded");
     let (event, data) = watch.next_event();
     assert_eq!(event, "revoked", "{data}");
     assert_eq!(data["serial"], serial.as_str());

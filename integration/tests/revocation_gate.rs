@@ -12,6 +12,8 @@ use base64::Engine as _;
 use common::*;
 
 const TRADE: &str = r#"{"market":"EUR_USD","size":100}"#;
+/// Config lines for tests that must not learn of revocations by the stream.
+const WATCH_OFF: &str = "[revocation]\nwatch_url = \"off\"\n";
 
 fn policy_with(revocation: &str) -> String {
     POLICY.replacen(
@@ -106,11 +108,7 @@ async fn a_revocation_halts_the_identity_within_the_ttl_without_the_watch_stream
     let pki = Pki::new();
     let exchange = pki.exchange().await;
     let policy = policy_with(r#"{"enabled": true, "cache_ttl_seconds": 1, "fail_open": false}"#);
-    let config = pki.config(
-        &policy,
-        exchange.addr(),
-        "[revocation]\nwatch_url = \"off\"\n",
-    );
+    let config = pki.config(&policy, exchange.addr(), WATCH_OFF);
     let proxy = tokio::task::spawn_blocking(move || ProxyProcess::start(&config))
         .await
         .unwrap();
@@ -188,11 +186,7 @@ async fn the_watch_stream_halts_the_identity_long_before_the_ttl() {
 async fn responder_down_fails_closed_and_the_upstream_sees_nothing() {
     let mut pki = Pki::new();
     let exchange = pki.exchange().await;
-    let config = pki.config(
-        POLICY,
-        exchange.addr(),
-        "[revocation]\nwatch_url = \"off\"\n",
-    );
+    let config = pki.config(POLICY, exchange.addr(), WATCH_OFF);
     pki.responder.stop();
     let answers = tokio::task::spawn_blocking(move || {
         let proxy = ProxyProcess::start(&config);
@@ -214,11 +208,7 @@ async fn responder_down_with_fail_open_forwards_and_logs_it() {
     let mut pki = Pki::new();
     let exchange = pki.exchange().await;
     let policy = policy_with(r#"{"enabled": true, "cache_ttl_seconds": 5, "fail_open": true}"#);
-    let config = pki.config(
-        &policy,
-        exchange.addr(),
-        "[revocation]\nwatch_url = \"off\"\n",
-    );
+    let config = pki.config(&policy, exchange.addr(), WATCH_OFF);
     pki.responder.stop();
     let answer = tokio::task::spawn_blocking(move || {
         let proxy = ProxyProcess::start(&config);
@@ -245,11 +235,7 @@ async fn an_agent_supplied_staple_never_reaches_the_upstream() {
     let mut pki = Pki::new();
     let exchange = pki.exchange().await;
     let policy = policy_with(r#"{"enabled": true, "cache_ttl_seconds": 5, "fail_open": true}"#);
-    let config = pki.config(
-        &policy,
-        exchange.addr(),
-        "[revocation]\nwatch_url = \"off\"\n",
-    );
+    let config = pki.config(&policy, exchange.addr(), WATCH_OFF);
     pki.responder.stop();
     let answer = tokio::task::spawn_blocking(move || {
         let proxy = ProxyProcess::start(&config);
@@ -433,29 +419,15 @@ async fn a_certificate_its_ca_does_not_know_is_refused_even_with_fail_open() {
 async fn a_certificate_that_expires_while_running_is_refused() {
     let pki = Pki::new();
     let exchange = pki.exchange().await;
-    let policy = kakunin_policy::Policy::from_json_str("policy.json", POLICY).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let not_after = now + time::Duration::seconds(5);
-    let issued = pki
-        .agents_ca
-        .issue_agent(&kakunin_authority::AgentRequest {
-            agent_id: policy.agent_id(),
-            policy: &policy,
-            key: kakunin_authority::SubjectKey::Generate,
-            validity: kakunin_authority::Validity::Window {
-                not_before: now - time::Duration::minutes(1),
-                not_after,
-            },
-        })
-        .unwrap();
-    let (policy_path, cert, key) = (
-        pki.path("policy.json"),
-        pki.path("agent.pem"),
-        pki.path("agent-key.pem"),
+    let (policy_path, cert, key) = pki.agent_with(
+        POLICY,
+        kakunin_authority::Validity::Window {
+            not_before: now - time::Duration::minutes(1),
+            not_after,
+        },
     );
-    std::fs::write(&policy_path, POLICY).unwrap();
-    std::fs::write(&cert, issued.cert_pem).unwrap();
-    std::fs::write(&key, issued.key_pem.unwrap()).unwrap();
     let config = pki.write_config(&policy_path, &cert, &key, exchange.addr(), "");
     let (before, after) = tokio::task::spawn_blocking(move || {
         let proxy = ProxyProcess::start(&config);

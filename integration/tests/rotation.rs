@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kakunin_authority::{AgentRequest, SubjectKey, Validity};
+use kakunin_authority::Validity;
 
 const MARKETS: &str = "http://api.exchange.com/v1/markets";
 
@@ -125,16 +125,7 @@ async fn a_certificate_for_another_key_is_refused_and_the_old_one_stays_in_use()
     let exchange = pki.exchange().await;
     let config = pki.config(POLICY, exchange.addr(), "");
     let old_serial = serial_of(&pki.path("agent.pem"));
-    let policy = kakunin_policy::Policy::from_json_str("policy.json", POLICY).unwrap();
-    let other_key = pki
-        .agents_ca
-        .issue_agent(&AgentRequest {
-            agent_id: policy.agent_id(),
-            policy: &policy,
-            key: SubjectKey::Generate,
-            validity: Validity::Hours(1),
-        })
-        .unwrap();
+    let other_key = pki.issue(POLICY, Validity::Hours(1));
     let answer = tokio::task::spawn_blocking({
         let pki = pki.clone();
         move || {

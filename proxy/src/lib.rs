@@ -6,6 +6,7 @@ pub mod audit;
 pub mod body;
 pub mod ca_serve;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod errors;

@@ -4,7 +4,7 @@
 //! (signature: a later issue) → audit intent → forward over the pool → answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 use crate::audit::AuditLog;
 use crate::body::ProxyBody;
+use crate::clock::unix_now;
 use crate::errors::ProxyError;
 use crate::headers;
 use crate::limits::Limits;
@@ -299,12 +300,6 @@ impl Proxy {
 
 fn is_safe_method(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// With an absolute-form target the proxy replaces `Host` (RFC 9112

@@ -11,12 +11,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Map};
 
+use crate::clock::unix_now;
 use crate::identity::{check_for_policy, summarize};
 use crate::pipeline::Proxy;
 use crate::revocation::Subject;
@@ -151,10 +152,4 @@ async fn recv(signals: &mut Hangups) -> Option<()> {
 #[cfg(not(unix))]
 async fn recv(_: &mut Hangups) -> Option<()> {
     std::future::pending().await
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

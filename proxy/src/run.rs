@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::audit::AuditLog;
+use crate::clock::unix_now;
 use crate::config::{CertSource, Config};
 use crate::identity::load_identity;
 use crate::limits::Limits;
@@ -104,7 +105,11 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
     let subject = Subject {
         // The configured issuer wins over a second certificate in the file.
         issuer: issuer.clone().or_else(|| loaded.chain.get(1).cloned()),
-        leaf: loaded.chain[0].clone(),
+        leaf: loaded
+            .chain
+            .first()
+            .cloned()
+            .context("the agent certificate file holds no certificate")?,
         summary: loaded.summary,
     };
     let gate = RevocationGate::new(
@@ -165,12 +170,6 @@ fn watch_url(config: &Config, gate: &RevocationGate) -> anyhow::Result<Option<Ht
             _ => Ok(None),
         },
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {

@@ -160,18 +160,27 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    /// Writes policy.json, agent.pem and agent-key.pem for `policy`.
-    pub fn agent(&self, policy_text: &str) -> (PathBuf, PathBuf, PathBuf) {
+    /// Issues an agent certificate (new key) for `policy_text`.
+    pub fn issue(&self, policy_text: &str, validity: Validity) -> kakunin_authority::Issued {
         let policy = kakunin_policy::Policy::from_json_str("policy.json", policy_text).unwrap();
-        let issued = self
-            .agents_ca
+        self.agents_ca
             .issue_agent(&AgentRequest {
                 agent_id: policy.agent_id(),
                 policy: &policy,
                 key: SubjectKey::Generate,
-                validity: Validity::Hours(1),
+                validity,
             })
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Writes policy.json, agent.pem and agent-key.pem for `policy`.
+    pub fn agent(&self, policy_text: &str) -> (PathBuf, PathBuf, PathBuf) {
+        self.agent_with(policy_text, Validity::Hours(1))
+    }
+
+    /// `agent`, with a chosen validity.
+    pub fn agent_with(&self, policy_text: &str, validity: Validity) -> (PathBuf, PathBuf, PathBuf) {
+        let issued = self.issue(policy_text, validity);
         let (policy_path, cert, key) = (
             self.path("policy.json"),
             self.path("agent.pem"),

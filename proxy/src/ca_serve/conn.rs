@@ -30,14 +30,7 @@ pub async fn accept_loop(
     let mut refusing = false;
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = crate::server::accept(&listener) => accepted,
             _ = stopped.changed() => return,
         };
         // Accept-and-close rather than leaving connections in the kernel's

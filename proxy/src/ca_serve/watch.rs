@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::watch_slots::{Refused, WatchSlots};
 use super::{plain, Shared};
 use crate::body::{BoxError, ProxyBody};
+use crate::clock::unix_now;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Events read for a reconnecting client at most; beyond that it should
@@ -270,12 +271,6 @@ impl Body for ChannelBody {
             .poll_recv(cx)
             .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kakunin_signer::AgentIdentity;
 use rustls_pki_types::CertificateDer;
@@ -20,6 +20,7 @@ use super::fetch::HttpUrl;
 use super::refusals::{check_validity, revoked_error, unavailable_error, unknown_error};
 use super::{Admission, GateSettings, Halt, Subject};
 use crate::audit::AuditLog;
+use crate::clock::unix_now;
 use crate::errors::ProxyError;
 use crate::upstream::Upstream;
 
@@ -212,8 +213,7 @@ impl RevocationGate {
         if let Some(admission) = self.answer_from_state(&subject, false)? {
             return Ok(Some(admission));
         }
-        let wait = self.settings.timeout + Duration::from_secs(1);
-        let Ok(_single) = tokio::time::timeout(wait, self.refresh.lock()).await else {
+        let Some(_single) = self.fetch_turn().await else {
             return self
                 .unavailable(
                     subject,
@@ -243,8 +243,7 @@ impl RevocationGate {
             return;
         }
         let subject = self.subject();
-        let wait = self.settings.timeout + Duration::from_secs(1);
-        let Ok(_single) = tokio::time::timeout(wait, self.refresh.lock()).await else {
+        let Some(_single) = self.fetch_turn().await else {
             return;
         };
         let needed = {
@@ -254,6 +253,13 @@ impl RevocationGate {
         if needed {
             self.fetch(&subject).await;
         }
+    }
+
+    /// The right to fetch, once the fetch in progress (if any) is done; None
+    /// if that one overran its own deadline by far.
+    async fn fetch_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let wait = self.settings.timeout + Duration::from_secs(1);
+        tokio::time::timeout(wait, self.refresh.lock()).await.ok()
     }
 
     /// Some(admission) when the state answers for `subject` without a fetch.
@@ -398,10 +404,4 @@ impl RevocationGate {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
