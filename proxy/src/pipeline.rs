@@ -195,7 +195,7 @@ impl Proxy {
         // 7. Revocation gate: never skipped, and a revoked identity halts
         // even in report mode.
         let mut admission = self.gate.admit().await?;
-        if admission.subject.leaf != self.gate.presented_leaf() {
+        if !self.gate.presents(&admission.subject) {
             // A rotation landed between the check and now: check the
             // certificate that the handshake will present.
             admission = self.gate.admit().await?;

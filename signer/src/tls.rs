@@ -96,6 +96,12 @@ impl AgentIdentity {
             .unwrap_or_else(|| CertificateDer::from(Vec::new()))
     }
 
+    /// Whether `leaf` is the certificate presented now (no copy made: this
+    /// runs once per request).
+    pub fn presents(&self, leaf: &CertificateDer<'_>) -> bool {
+        self.snapshot().cert.first().map(|c| c.as_ref()) == Some(leaf.as_ref())
+    }
+
     pub fn replace_chain(&self, chain: Vec<CertificateDer<'static>>) -> Result<(), IdentityError> {
         let certified = certify(&self.backend, chain)?;
         match self.current.write() {

@@ -94,9 +94,9 @@ impl RevocationGate {
             .clone()
     }
 
-    /// The leaf the TLS identity presents now.
-    pub fn presented_leaf(&self) -> CertificateDer<'static> {
-        self.identity.leaf()
+    /// Whether the TLS identity presents `subject`'s certificate now.
+    pub fn presents(&self, subject: &Subject) -> bool {
+        self.identity.presents(&subject.leaf)
     }
 
     /// Where `subject`'s status is asked. Checked at start and on rotation
