@@ -11,6 +11,7 @@
 mod backend;
 mod cert;
 mod file;
+pub mod httpsig;
 mod keyref;
 mod tls;
 

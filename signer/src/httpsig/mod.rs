@@ -1,0 +1,30 @@
+//! HTTP Message Signatures (RFC 9421) and `Content-Digest` (RFC 9530): the
+//! signature base, structured-field parsing of the signature headers, and
+//! signing and verifying through a [`crate::KeyBackend`] and ring. The
+//! proxy signs with this module and the verifier crate checks with it, so
+//! both build the same base by construction.
+//!
+//! No async and no I/O: a receiver embeds this as it is.
+
+mod alg;
+mod base;
+mod component;
+mod digest;
+mod error;
+mod header;
+mod params;
+mod profile;
+
+pub use alg::{sign, verify, SigAlg};
+pub use base::{kakunin_components, signature_base};
+pub use component::{field_value, Component, Message, TargetUri};
+pub use digest::{check_content_digest, content_digest};
+pub use error::HttpSigError;
+pub use header::{
+    dictionary, parse_signature, parse_signature_fields, ParsedSignature, MAX_FIELD_LEN,
+};
+pub use params::{SignatureInput, SignatureParams};
+pub use profile::{
+    check_profile, new_nonce, sign_request, verify_signature, RequestSigner, LABEL, TAG,
+    X_AGENT_CERTIFICATE, X_AGENT_OCSP, X_AGENT_SIGNATURE, X_AGENT_TIMESTAMP,
+};
