@@ -33,7 +33,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use http::HeaderMap;
 use kakunin_authority::CertStatus;
-use kakunin_signer::httpsig::{self, HttpSigError, Message, ParsedSignature, TargetUri};
+use kakunin_signer::httpsig::{HttpSigError, Message, ParsedSignature, TargetUri};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::FromDer;
 
