@@ -1,8 +1,8 @@
 //! RFC 9421 Appendix B test vectors (fixtures in
 //! signer/tests/vectors/rfc9421, checked there with OpenSSL): the signature
 //! base this crate rebuilds is the RFC's byte for byte, and the RFC's
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! signatures verify with the Appendix B.1 keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
