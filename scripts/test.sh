@@ -19,6 +19,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${need[@]}" ca-certificates
 fi
 
+# The interop tests verify our signatures with the PyPI package
+# http-message-signatures, installed into a virtualenv (not the system).
+KAKUNIN_PYTHON="$(bash scripts/python-env.sh | tail -n1)"
+export KAKUNIN_PYTHON
+
 # The end-to-end tests run the real binary: build it first.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace
