@@ -51,12 +51,22 @@ async fn curl_reaches_mtls_upstream_with_the_agent_certificate() {
     let headers = echo["headers"].as_object().unwrap();
     assert_eq!(headers["host"], "api.exchange.com");
     assert_eq!(headers["x-request-id"], "kept");
-    for stripped in [
+    // A POST is signed: the proxy's own proof headers replace the forged
+    // ones (request_signing.rs verifies them).
+    for replaced in [
         "x-agent-signature",
         "x-agent-certificate",
         "signature",
         "signature-input",
         "content-digest",
+    ] {
+        let value = headers[replaced].as_str().unwrap();
+        assert!(
+            !value.contains("forged") && !value.contains("Zm9yZ2Vk") && value != "kakunin=()",
+            "the agent's {replaced} reached the upstream: {value}"
+        );
+    }
+    for stripped in [
         "x-kakunin-agent-id",
         "x-hop",
         "connection",

@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
+use crate::signing::{DEFAULT_LIFETIME_SECS, MAX_LIFETIME_SECS};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:15001";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
@@ -36,6 +38,8 @@ pub struct FileConfig {
     pub upstream: UpstreamSection,
     #[serde(default)]
     pub revocation: RevocationSection,
+    #[serde(default)]
+    pub signing: SigningSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +61,14 @@ pub struct RevocationSection {
     pub watch_url: Option<String>,
     pub timeout_ms: Option<u64>,
     pub require_nonce: Option<bool>,
+}
+
+/// Request signatures (DESIGN.md "Request signature"). Which requests are
+/// signed is the policy's (`actions[].sign`), like the rest of the scope.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSection {
+    pub lifetime_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +148,10 @@ pub struct ProxyFlags {
     /// be replays) [default: true]. Off only for responders that pre-sign.
     #[arg(long, env = "KAKUNIN_REVOCATION_REQUIRE_NONCE")]
     pub revocation_require_nonce: Option<bool>,
+    /// How long a request signature is valid: its `expires` minus its
+    /// `created`, 1 to 3600 [default: 60].
+    #[arg(long, env = "KAKUNIN_SIGNING_LIFETIME_SECONDS")]
+    pub signing_lifetime_seconds: Option<u64>,
     /// CA bundle (PEM) that upstream servers must chain to (pinned).
     #[arg(long, env = "KAKUNIN_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
@@ -189,6 +205,8 @@ pub struct Config {
     pub watch_url: Option<String>,
     pub revocation_timeout: Duration,
     pub require_nonce: bool,
+    /// `expires` - `created` of request signatures.
+    pub signing_lifetime_secs: u64,
     pub upstream_ca: PathBuf,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -303,6 +321,18 @@ impl Config {
             Some(path) => Some(PathBuf::from(path)),
         };
         let region = pick(flags.region.clone(), file.region).filter(|r| !r.trim().is_empty());
+        let signing_lifetime_secs = pick(
+            flags.signing_lifetime_seconds,
+            file.signing.lifetime_seconds,
+        )
+        .unwrap_or(DEFAULT_LIFETIME_SECS);
+        if !(1..=MAX_LIFETIME_SECS).contains(&signing_lifetime_secs) {
+            bail!(
+                "signing.lifetime_seconds = {signing_lifetime_secs}: must be between 1 and \
+                 {MAX_LIFETIME_SECS} (the seconds a receiver accepts a request signature; \
+                 the default is {DEFAULT_LIFETIME_SECS})"
+            );
+        }
         Ok(Config {
             listen,
             policy,
@@ -347,6 +377,7 @@ impl Config {
                 file.revocation.require_nonce,
             )
             .unwrap_or(true),
+            signing_lifetime_secs,
             upstream_ca,
             connect_timeout: ms(
                 flags.upstream_connect_timeout_ms,
@@ -418,6 +449,34 @@ mod tests {
             config.resolve.get("api.exchange.com").unwrap().to_string(),
             "10.0.1.20:443"
         );
+        assert_eq!(config.signing_lifetime_secs, DEFAULT_LIFETIME_SECS);
+    }
+
+    #[test]
+    fn signing_lifetime_from_file_and_flag_within_bounds() {
+        let mut file = minimal();
+        file.signing.lifetime_seconds = Some(300);
+        let config = Config::merge(&ProxyFlags::default(), file, None, None).unwrap();
+        assert_eq!(config.signing_lifetime_secs, 300);
+        let parsed: FileConfig = toml::from_str("[signing]\nlifetime_seconds = 3600\n").unwrap();
+        assert_eq!(parsed.signing.lifetime_seconds, Some(3600));
+        for bad in [0, 3601, u64::MAX] {
+            let flags = ProxyFlags {
+                signing_lifetime_seconds: Some(bad),
+                ..ProxyFlags::default()
+            };
+            let err = Config::merge(&flags, minimal(), None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("signing.lifetime_seconds") && err.contains("between 1 and 3600"),
+                "{err}"
+            );
+        }
+        let err = toml::from_str::<FileConfig>("[signing]\nlifetime = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lifetime") && err.contains("line 2"), "{err}");
     }
 
     #[test]

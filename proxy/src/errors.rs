@@ -57,6 +57,16 @@ impl ProxyError {
         Self::new(StatusCode::BAD_GATEWAY, code, message)
     }
 
+    /// The agent's key could not sign (a handshake or a request signature):
+    /// our side is unavailable, not the upstream, so 503 and not 502.
+    pub fn signer_unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signer_unavailable",
+            message,
+        )
+    }
+
     /// Whether report mode may let this through: policy denials only, never
     /// malformed input or failures.
     pub fn is_policy_denial(&self) -> bool {

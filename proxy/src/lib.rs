@@ -19,4 +19,5 @@ pub mod revocation;
 pub mod rotation;
 pub mod run;
 pub mod server;
+pub mod signing;
 pub mod upstream;

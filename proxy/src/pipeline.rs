@@ -1,7 +1,7 @@
 //! One agent request through DESIGN.md's pipeline, in its order:
 //! normalise → host rules → resolve once → denied networks → action rule and
 //! body → execution constraints and limits → revocation gate (+ staple) →
-//! (signature: a later issue) → audit intent → forward over the pool → answer.
+//! signature → audit intent → forward over the pool → answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::headers;
 use crate::limits::Limits;
 use crate::resolve::{resolve, Resolved};
 use crate::revocation::{RevocationGate, OCSP_HEADER};
+use crate::signing;
 use crate::upstream::{PoolKey, Upstream};
 
 pub struct Settings {
@@ -30,6 +31,8 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     pub pinned: std::collections::BTreeMap<String, std::net::SocketAddr>,
     pub dns_timeout: Duration,
+    /// `expires` - `created` of request signatures.
+    pub signature_lifetime_secs: u64,
 }
 
 pub struct Proxy {
@@ -209,6 +212,38 @@ impl Proxy {
             trail.set("revocation_error", note.as_str());
         }
 
+        // 8. Sign the request as it will leave: built first (hop-by-hop and
+        // agent-supplied proof headers gone, Host and path final, staple
+        // attached), so that the signature covers exactly what the upstream
+        // receives. Report mode does not change this: the decision is the
+        // rule's and the method's only.
+        let sign = signing::should_sign(action, &parts.method);
+        let mut upstream_request =
+            build_upstream_request(parts, &path, &target, port, body.clone())?;
+        if let Some(staple) = admission.staple {
+            upstream_request.headers_mut().insert(OCSP_HEADER, staple);
+        }
+        let signed = if sign {
+            Some(
+                signing::sign(
+                    &mut upstream_request,
+                    body,
+                    // The key certifies whichever subject the gate admitted
+                    // (see `RevocationGate::key`).
+                    self.gate.key().clone(),
+                    admission.subject,
+                    self.settings.signature_lifetime_secs,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        trail.set("signed", signed.is_some());
+        if let Some(signed) = &signed {
+            trail.set("signature", signed.audit());
+        }
+
         // 9. Intent, before anything leaves.
         let mut intent = trail.fields.clone();
         intent.insert(
@@ -226,10 +261,6 @@ impl Proxy {
         self.audit.record("action.decided", intent);
 
         // 10. Forward.
-        let mut upstream_request = build_upstream_request(parts, &path, &target, port, body)?;
-        if let Some(staple) = admission.staple {
-            upstream_request.headers_mut().insert(OCSP_HEADER, staple);
-        }
         let key = PoolKey {
             host: target.host.clone(),
             port,
@@ -298,7 +329,9 @@ impl Proxy {
     }
 }
 
-fn is_safe_method(method: &Method) -> bool {
+/// GET, HEAD and OPTIONS: requests that change nothing, so neither an
+/// action nor signed unless a rule says so.
+pub(crate) fn is_safe_method(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 

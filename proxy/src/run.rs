@@ -132,6 +132,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             body_read_timeout: config.body_read_timeout,
             pinned: config.resolve.clone(),
             dns_timeout: Duration::from_secs(5),
+            signature_lifetime_secs: config.signing_lifetime_secs,
         },
         gate: Arc::new(gate),
     });

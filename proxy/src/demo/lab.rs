@@ -121,6 +121,7 @@ impl Lab {
             watch_url: (!options.watch).then(|| "off".to_string()),
             revocation_timeout: Duration::from_secs(2),
             require_nonce: true,
+            signing_lifetime_secs: crate::signing::DEFAULT_LIFETIME_SECS,
             upstream_ca: exchange_ca.certificate_path(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),

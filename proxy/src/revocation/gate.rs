@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kakunin_signer::AgentIdentity;
+use kakunin_signer::{AgentIdentity, KeyBackend};
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Map};
 
@@ -92,6 +92,14 @@ impl RevocationGate {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The key behind every certificate this gate admits, for request
+    /// signatures. Rotation never changes it: `AgentIdentity::replace_chain`
+    /// refuses a certificate for another key, so whichever certificate an
+    /// admission names, this key is the one it certifies.
+    pub fn key(&self) -> &Arc<dyn KeyBackend> {
+        self.identity.backend()
     }
 
     /// Whether the TLS identity presents `subject`'s certificate now.
