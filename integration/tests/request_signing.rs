@@ -686,9 +686,19 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The venv python from scripts/python-env.sh (its last line of stdout).
-/// A failure to make it fails the test: interop is not optional.
+/// The venv python: `KAKUNIN_PYTHON` when scripts/test.sh has made it
+/// already, else what scripts/python-env.sh prints last. A failure to make
+/// it fails the test: interop is not optional.
 fn venv_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("KAKUNIN_PYTHON").filter(|p| !p.is_empty()) {
+        let python = PathBuf::from(python);
+        assert!(
+            python.exists(),
+            "KAKUNIN_PYTHON={} does not exist",
+            python.display()
+        );
+        return python;
+    }
     let out = Command::new("bash")
         .arg("scripts/python-env.sh")
         .current_dir(workspace_root())
