@@ -10,9 +10,10 @@
 //!    one (fail closed unless configured otherwise);
 //! 3. freshness: `created` within the window, `expires` not passed,
 //!    `X-Agent-Timestamp` consistent;
-//! 4. replay: the nonce was not accepted before within the window;
-//! 5. signature: RFC 9421, rebuilt from the request, with the
+//! 4. signature: RFC 9421, rebuilt from the request, with the
 //!    certificate's key; `Content-Digest` recomputed from the body;
+//! 5. replay: the nonce was not accepted before within the window (checked
+//!    after the signature, so only authenticated requests touch the window);
 //! 6. scope: the certificate's scope extension applied to the request.
 //!
 //! No I/O and no async: when a revocation status must be fetched the
@@ -247,15 +248,11 @@ impl Verifier {
         }
         self.check_freshness(req.headers, &parsed, created, expires, now)?;
 
-        // 4. Replay (looked up now, recorded once the signature holds).
         if nonce.len() > MAX_NONCE_LEN {
             return Err(refuse(Reason::SignatureMalformed, "nonce is too long"));
         }
-        if self.replay.contains(&leaf.agent.serial_hex, &nonce, now) {
-            return Err(refuse(Reason::Replayed, "this nonce was already accepted"));
-        }
 
-        // 5. Signature over the rebuilt base, then the body's digest.
+        // 4. Signature over the rebuilt base, then the body's digest.
         if !self.config.authorities.is_empty() {
             let target = TargetUri::new(req.scheme, req.authority, req.path_and_query);
             if !self
@@ -274,6 +271,10 @@ impl Verifier {
             }
         }
         let alg = self.check_signature(req, &parsed, &leaf_der)?;
+
+        // 5. Replay: only a request that proved its origin is recorded, so
+        // forged requests cannot fill the window or probe which nonces it
+        // holds; a changed replay is refused for the change.
         if let Err(e) = self.replay.insert(
             &leaf.agent.serial_hex,
             &nonce,

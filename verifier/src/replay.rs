@@ -40,18 +40,6 @@ impl ReplayCache {
         format!("{serial}:{nonce}")
     }
 
-    /// Whether `nonce` was already accepted for this certificate.
-    pub fn contains(&self, serial: &str, nonce: &str, now: i64) -> bool {
-        match self.inner.lock() {
-            Ok(inner) => inner
-                .seen
-                .get(&Self::key(serial, nonce))
-                .is_some_and(|until| *until >= now),
-            // A poisoned lock means the set is unknown: treat as seen.
-            Err(_) => true,
-        }
-    }
-
     /// Records an accepted nonce, remembered until `keep_until`.
     pub fn insert(
         &self,
