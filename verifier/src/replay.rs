@@ -93,14 +93,13 @@ mod tests {
     fn refuses_a_second_arrival_until_the_window_ends() {
         let cache = ReplayCache::new(10);
         cache.insert("0a", "n1", 100, 50).unwrap();
-        assert!(cache.contains("0a", "n1", 60));
-        assert!(!cache.contains("0b", "n1", 60));
         assert_eq!(
             cache.insert("0a", "n1", 100, 60),
             Err(ReplayError::Replayed)
         );
+        // Nonces are per certificate.
+        cache.insert("0b", "n1", 100, 60).unwrap();
         // After its window the nonce could not be accepted anyway.
-        assert!(!cache.contains("0a", "n1", 101));
         cache.insert("0a", "n1", 200, 101).unwrap();
     }
 
