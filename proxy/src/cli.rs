@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ProxyFlags};
 
 pub mod ca;
+pub mod gateway;
 pub use ca::CaCommand;
 
 #[derive(Debug, Parser)]
@@ -48,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Run the receiver's side as a reverse proxy: mTLS in, the verifier's
+    /// checks, plain HTTP to a backend on loopback.
+    Gateway(gateway::GatewayFlags),
     /// Run a self-contained demonstration on loopback and exit.
     Demo,
 }
@@ -73,6 +77,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command,
         } => {
             ca::run(command, std::time::Duration::from_millis(lock_timeout_ms))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gateway(flags) => {
+            runtime()?.block_on(gateway::run(flags))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => runtime()?.block_on(crate::demo::run()),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod gateway;
 pub mod headers;
 pub mod identity;
 pub mod limits;

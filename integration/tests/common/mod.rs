@@ -479,3 +479,62 @@ pub fn status_of(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A `kakunin` subcommand as a child process that announces its address on
+/// stderr as `<ready_prefix><addr>`; killed on drop.
+pub struct ListeningProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ListeningProcess {
+    /// Starts `kakunin ARGS` and waits (30 s at most) for the ready line;
+    /// `Err` holds the stderr lines if it exited or never said it.
+    pub fn start(args: &[String], ready_prefix: &str) -> Result<ListeningProcess, String> {
+        let mut child = Command::new(kakunin_bin())
+            .args(args)
+            .env("KAKUNIN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kakunin");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let prefix = ready_prefix.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix(prefix.as_str()) {
+                    let _ = tx.send(Ok(addr.parse::<SocketAddr>().unwrap()));
+                } else {
+                    eprintln!("[kakunin] {line}");
+                    let _ = tx.send(Err(line));
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(addr)) => return Ok(ListeningProcess { addr, child }),
+                Ok(Err(line)) => seen.push(line),
+                // The sender is gone: the process closed stderr (exited).
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ListeningProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,199 @@
+//! Verifier-level cases that `kakunin gateway` cannot reach end to end,
+//! because its TLS layer (rustls-webpki, mTLS required) refuses them during
+//! the handshake: an expired or not yet valid certificate, and a
+//! certificate from another CA. Receivers that embed the verifier behind
+//! TLS without client authentication rely on these checks, with the
+//! certificate in `X-Agent-Certificate` or in `peer_chain`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use kakunin_authority::{AgentRequest, Authority, InitOptions, Issued, SubjectKey, Validity};
+use kakunin_signer::httpsig::{new_nonce, sign_request, RequestSigner, TargetUri};
+use kakunin_signer::FileKey;
+use kakunin_verifier::{Outcome, Reason, RevocationMode, Verifier, VerifierConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+const POLICY: &str = r#"{
+  "agent_id": "trading_bot_v2",
+  "network_rules": { "allowed_hosts": ["api.exchange.com"] },
+  "actions": [{
+    "name": "submit_trade",
+    "match": { "method": "POST", "path": "/v1/trades" },
+    "body": { "/market": { "in": ["EUR_USD", "GBP_USD"] }, "/size": { "max": 50000 } }
+  }]
+}"#;
+const BODY: &[u8] = br#"{"market":"EUR_USD","size":45000}"#;
+
+struct Ca {
+    _dir: tempfile::TempDir,
+    authority: Authority,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::init(
+            &dir.path().join("ca"),
+            &InitOptions {
+                common_name: name.into(),
+                ..InitOptions::default()
+            },
+        )
+        .unwrap();
+        Ca {
+            _dir: dir,
+            authority,
+        }
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(self.authority.certificate_pem().as_bytes()).unwrap()
+    }
+
+    /// An agent certificate valid from 5 minutes ago for one hour.
+    fn issue(&self) -> Issued {
+        let policy = kakunin_policy::Policy::from_json_str("p", POLICY).unwrap();
+        self.authority
+            .issue_agent(&AgentRequest {
+                agent_id: policy.agent_id(),
+                policy: &policy,
+                key: SubjectKey::Generate,
+                validity: Validity::Hours(1),
+            })
+            .unwrap()
+    }
+}
+
+/// Revocation off: these cases are about the certificate itself.
+fn verifier(anchor: &Ca) -> Verifier {
+    let mut config = VerifierConfig::new(vec![anchor.der()]);
+    config.revocation = RevocationMode::Off;
+    Verifier::new(config).unwrap()
+}
+
+/// A trade signed by `issued`'s key at `at`; the certificate travels in
+/// `X-Agent-Certificate`.
+fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'static>) {
+    let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+    let key = FileKey::from_pem("agent", issued.key_pem.as_deref().unwrap().as_bytes()).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    let created_ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    sign_request(
+        &mut headers,
+        "POST",
+        &TargetUri::new("https", "api.exchange.com", "/v1/trades"),
+        BODY,
+        &RequestSigner {
+            key: &key,
+            keyid: &issued.serial_hex,
+            certificate: leaf.as_ref(),
+            created_ms,
+            lifetime_secs: 60,
+            nonce: new_nonce().unwrap(),
+        },
+    )
+    .unwrap();
+    (headers, leaf)
+}
+
+fn verify(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+    peer_chain: &[CertificateDer<'_>],
+    now: SystemTime,
+) -> Outcome {
+    verifier.verify(
+        &kakunin_verifier::Request {
+            method: "POST",
+            scheme: "https",
+            authority: "api.exchange.com",
+            path_and_query: "/v1/trades",
+            headers,
+            body: BODY,
+            peer_chain,
+        },
+        now,
+    )
+}
+
+fn reason(outcome: Outcome) -> Reason {
+    match outcome {
+        Outcome::Rejected(rejection) => rejection.reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_fresh_certificate_in_the_header_is_accepted() {
+    let ca = Ca::new("Agents CA");
+    let issued = ca.issue();
+    let now = SystemTime::now();
+    let (headers, _) = signed_at(&issued, now);
+    match verify(&verifier(&ca), &headers, &[], now) {
+        Outcome::Accepted(verdict) => {
+            assert_eq!(verdict.agent.agent_id, "trading_bot_v2");
+            assert_eq!(verdict.action.as_deref(), Some("submit_trade"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    let ca = Ca::new("Agents CA");
+    let issued = ca.issue();
+    // Two hours on, the one-hour certificate has expired; the signature
+    // itself is fresh at that time.
+    let later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    let (headers, leaf) = signed_at(&issued, later);
+    let verifier = verifier(&ca);
+    for chain in [vec![], vec![leaf]] {
+        let reason = reason(verify(&verifier, &headers, &chain, later));
+        assert_eq!(
+            reason,
+            Reason::CertificateExpired,
+            "peer chain {}",
+            chain.len()
+        );
+        assert_eq!(
+            (reason.code(), reason.http_status()),
+            ("certificate_expired", 401)
+        );
+        assert_eq!(reason.summary(), "Invalid certificate chain");
+    }
+}
+
+#[test]
+fn a_certificate_not_yet_valid_is_refused() {
+    let ca = Ca::new("Agents CA");
+    let issued = ca.issue();
+    // The certificate starts 5 minutes before issuance; an hour earlier it
+    // was not valid yet.
+    let earlier = SystemTime::now() - Duration::from_secs(3600);
+    let (headers, _) = signed_at(&issued, earlier);
+    let reason = reason(verify(&verifier(&ca), &headers, &[], earlier));
+    assert_eq!(reason, Reason::CertificateNotYetValid);
+    assert_eq!(reason.code(), "certificate_not_yet_valid");
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let trusted = Ca::new("Agents CA");
+    let other = Ca::new("Other CA");
+    let issued = other.issue();
+    let now = SystemTime::now();
+    let (headers, leaf) = signed_at(&issued, now);
+    let verifier = verifier(&trusted);
+    for chain in [vec![], vec![leaf]] {
+        let reason = reason(verify(&verifier, &headers, &chain, now));
+        assert_eq!(reason, Reason::ChainInvalid, "peer chain {}", chain.len());
+        assert_eq!(
+            (reason.code(), reason.http_status()),
+            ("certificate_chain_invalid", 401)
+        );
+    }
+}
