@@ -41,6 +41,9 @@ fn policy(ttl_seconds: u32) -> String {
     json!({
         "agent_id": "bench_bot",
         "network_rules": { "allowed_hosts": ["api.exchange.com"] },
+        // The exchange sits behind `kakunin gateway`, which wants every
+        // request signed: reads too.
+        "actions": [{ "match": { "method": "GET", "path": "/v1/markets" }, "sign": true }],
         "revocation_check": { "enabled": true, "cache_ttl_seconds": ttl_seconds, "fail_open": false }
     })
     .to_string()

@@ -76,7 +76,17 @@ impl Exchange {
             .context("exchange certificate and key")?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
+        Self::serve(listen, Some(acceptor)).await
+    }
 
+    /// The same exchange over plain HTTP, as the backend behind
+    /// `kakunin gateway`: the gateway terminates mTLS and verifies, and
+    /// names the client in `X-Kakunin-Agent-Id` / `X-Kakunin-Cert-Serial`.
+    pub async fn start_plain(listen: SocketAddr) -> anyhow::Result<Exchange> {
+        Self::serve(listen, None).await
+    }
+
+    async fn serve(listen: SocketAddr, tls: Option<TlsAcceptor>) -> anyhow::Result<Exchange> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
@@ -91,31 +101,15 @@ impl Exchange {
                     },
                     _ = &mut stopped => break,
                 };
-                let acceptor = acceptor.clone();
                 let counters = accept_counters.clone();
-                tokio::spawn(async move {
-                    let tls = match acceptor.accept(stream).await {
-                        Ok(tls) => tls,
-                        Err(_) => {
-                            counters.failed_handshakes.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                    };
-                    counters.handshakes.fetch_add(1, Ordering::Relaxed);
-                    let client = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .and_then(|leaf| summarize(leaf).ok());
-                    let service = service_fn(move |request| {
-                        counters.requests.fetch_add(1, Ordering::Relaxed);
-                        echo(request, client.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
+                match tls.clone() {
+                    Some(acceptor) => {
+                        tokio::spawn(serve_tls(acceptor, stream, counters));
+                    }
+                    None => {
+                        tokio::spawn(serve_connection(TokioIo::new(stream), None, counters));
+                    }
+                }
             }
         });
         Ok(Exchange {
@@ -142,6 +136,53 @@ impl Exchange {
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(Ordering::Relaxed)
     }
+}
+
+async fn serve_tls(acceptor: TlsAcceptor, stream: tokio::net::TcpStream, counters: Arc<Counters>) {
+    let tls = match acceptor.accept(stream).await {
+        Ok(tls) => tls,
+        Err(_) => {
+            counters.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    counters.handshakes.fetch_add(1, Ordering::Relaxed);
+    let client = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| summarize(leaf).ok())
+        .map(|c| (c.common_name, c.serial_hex));
+    serve_connection(TokioIo::new(tls), client, counters).await;
+}
+
+/// `client` is the TLS client certificate's (CN, serial); without TLS the
+/// gateway's `X-Kakunin-*` headers say who it verified.
+async fn serve_connection<I>(io: I, client: Option<(String, String)>, counters: Arc<Counters>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let client = client.clone().or_else(|| {
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            Some((
+                header("x-kakunin-agent-id")?,
+                header("x-kakunin-cert-serial")?,
+            ))
+        });
+        echo(request, client)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await;
 }
 
 impl Drop for Exchange {
@@ -180,7 +221,7 @@ impl http_body::Body for StalledBody {
 
 async fn echo(
     request: Request<Incoming>,
-    client: Option<crate::identity::CertSummary>,
+    client: Option<(String, String)>,
 ) -> Result<Response<EchoBody>, hyper::Error> {
     let (parts, body) = request.into_parts();
     // `/stall` answers 200 with a body that never finishes.
@@ -218,8 +259,8 @@ async fn echo(
         "status": "accepted",
         "method": parts.method.as_str(),
         "path": parts.uri.to_string(),
-        "client_cert_cn": client.as_ref().map(|c| c.common_name.clone()),
-        "client_cert_serial": client.as_ref().map(|c| c.serial_hex.clone()),
+        "client_cert_cn": client.as_ref().map(|c| c.0.clone()),
+        "client_cert_serial": client.as_ref().map(|c| c.1.clone()),
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });

@@ -1,6 +1,7 @@
 //! Everything the demo (and the revocation benchmark) runs in one process:
-//! the agents' CA with its responder (`ca serve`), the exchange's CA and an
-//! mTLS exchange, an agent certificate, and the proxy in front.
+//! the agents' CA with its responder (`ca serve`), the exchange's CA, the
+//! exchange as a plain-HTTP service behind `kakunin gateway` (mTLS and the
+//! receiver's checks), an agent certificate, and the proxy in front.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,9 +13,14 @@ use kakunin_authority::{
     AgentRequest, Authority, InitOptions, ServerRequest, SubjectKey, Validity,
 };
 
-use super::exchange::{Exchange, ExchangeTls};
+use kakunin_verifier::VerifierConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use super::exchange::Exchange;
 use crate::ca_serve::{Responder, ServeOptions};
 use crate::config::{CertSource, Config};
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::pipeline::Proxy;
 
 pub const EXCHANGE_HOST: &str = "api.exchange.com";
@@ -28,7 +34,17 @@ pub struct LabOptions<'a> {
 pub struct Lab {
     pub agents_ca: Authority,
     pub responder: Responder,
+    /// The exchange's service itself, reachable only through the gateway.
     pub exchange: Exchange,
+    pub gateway: Gateway,
+    /// The gateway's (the receiver's) audit log.
+    pub gateway_audit_log: PathBuf,
+    /// The agent's certificate and key files (the demo replays as an
+    /// attacker holding them would).
+    pub agent_cert: PathBuf,
+    pub agent_key: PathBuf,
+    /// The CA of the exchange's server certificate.
+    pub exchange_ca: PathBuf,
     pub proxy: Arc<Proxy>,
     pub proxy_addr: SocketAddr,
     pub agent_serial: String,
@@ -72,17 +88,6 @@ impl Lab {
             names: vec![EXCHANGE_HOST.into()],
             validity: Validity::Days(1),
         })?;
-        let exchange = Exchange::start(
-            "127.0.0.1:0".parse()?,
-            &ExchangeTls {
-                server_chain_pem: &server.cert_pem,
-                server_key_pem: server.key_pem.as_deref().unwrap_or_default(),
-                client_ca_pem: agents_ca.certificate_pem(),
-                tls12_only: false,
-            },
-        )
-        .await?;
-
         let policy_path = root.join("policy.json");
         std::fs::write(&policy_path, options.policy_json)?;
         let policy = kakunin_policy::Policy::from_json_str("policy.json", options.policy_json)
@@ -101,8 +106,26 @@ impl Lab {
             agent.key_pem.as_deref().unwrap_or_default(),
         )?;
 
+        // The exchange runs behind the receiver side of Kakunin: the gateway
+        // requires an agent certificate, verifies every signed request, and
+        // forwards to the service on loopback.
+        let exchange = Exchange::start_plain("127.0.0.1:0".parse()?).await?;
+        let agents_ca_der = CertificateDer::from_pem_slice(agents_ca.certificate_pem().as_bytes())?;
+        let mut verifier = VerifierConfig::new(vec![agents_ca_der]);
+        verifier.trust_domain = Some("demo.kakunin.local".into());
+        verifier.authorities = vec![EXCHANGE_HOST.into()];
+        let gateway_audit_log = root.join("exchange-audit.jsonl");
+        let mut settings = GatewaySettings::new(
+            verifier,
+            server.cert_pem.clone(),
+            server.key_pem.clone().unwrap_or_default(),
+            exchange.addr(),
+        );
+        settings.audit_log = Some(gateway_audit_log.clone());
+        let gateway = crate::gateway::start(settings).await?;
+
         let mut pinned = BTreeMap::new();
-        pinned.insert(EXCHANGE_HOST.to_string(), exchange.addr());
+        pinned.insert(EXCHANGE_HOST.to_string(), gateway.local_addr());
         let audit_log = root.join("audit.jsonl");
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
@@ -113,7 +136,7 @@ impl Lab {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             audit_log: Some(audit_log.clone()),
-            identity_cert: CertSource::File(cert_path),
+            identity_cert: CertSource::File(cert_path.clone()),
             identity_key: format!("file:{}", key_path.display()),
             identity_issuer: Some(agents_ca.certificate_path()),
             reload_interval: Duration::from_secs(1),
@@ -145,6 +168,11 @@ impl Lab {
             agents_ca,
             responder,
             exchange,
+            gateway,
+            gateway_audit_log,
+            agent_cert: cert_path,
+            agent_key: key_path,
+            exchange_ca: exchange_ca.certificate_path(),
             proxy,
             proxy_addr,
             agent_serial: agent.serial_hex,
@@ -164,6 +192,7 @@ impl Lab {
             let _ = tokio::time::timeout(Duration::from_secs(11), server).await;
         }
         self.background = None;
+        self.gateway.shutdown();
         self.responder.shutdown();
     }
 }

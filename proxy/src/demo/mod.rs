@@ -1,6 +1,7 @@
 //! `kakunin demo`: a throwaway CA and agent, an in-process mTLS exchange, the
 //! proxy in front of it, and a handful of requests that show each check.
 
+mod attacker;
 pub mod exchange;
 pub mod lab;
 
@@ -52,7 +53,9 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         lab.responder.addr()
     );
     println!(
-        "  exchange {EXCHANGE_HOST} on {} (mTLS, client certificate required)",
+        "  exchange {EXCHANGE_HOST}: kakunin gateway on {} (mTLS, client certificate required, \
+         every request verified) in front of the service on {}",
+        lab.gateway.local_addr(),
         lab.exchange.addr()
     );
     println!("  proxy on {proxy_addr} (HTTP_PROXY=http://{proxy_addr})\n");
@@ -88,7 +91,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             StatusCode::FORBIDDEN,
         ),
         get(
-            "read market data (not an action)",
+            "read market data (signed by its rule, as the gateway wants)",
             "http://api.exchange.com/v1/markets",
             StatusCode::OK,
         ),
@@ -123,9 +126,15 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
 
     let mut mismatches = 0;
+    let mut captured = None;
     for step in &steps {
         let (status, detail) = match send(proxy_addr, step).await {
-            Ok(answer) => answer,
+            Ok((status, detail, echo)) => {
+                if captured.is_none() && status == StatusCode::OK && step.method == Method::POST {
+                    captured = attacker::Captured::from_echo(&echo);
+                }
+                (status, detail)
+            }
             Err(err) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("client error: {err:#}"),
@@ -147,18 +156,33 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             detail
         );
     }
+    match &captured {
+        Some(captured) => mismatches += replay_captured(&lab, captured).await,
+        None => {
+            println!("!! no signed trade reached the exchange to capture");
+            mismatches += 1;
+        }
+    }
     if !revoke_and_trade(&lab).await? {
         mismatches += 1;
     }
     lab.shutdown().await;
     println!(
-        "\nexchange saw {} request(s) over {} TLS handshake(s) (pooled keep-alive)",
+        "\nthe exchange's service saw {} request(s), each verified by the gateway first",
         lab.exchange.requests(),
-        lab.exchange.handshakes(),
     );
     let audit = std::fs::read_to_string(&lab.audit_log).unwrap_or_default();
-    println!("audit log: {} record(s); the first:", audit.lines().count());
+    println!(
+        "proxy audit log: {} record(s); the first:",
+        audit.lines().count()
+    );
     println!("  {}", audit.lines().next().unwrap_or("(none)"));
+    let receiver = std::fs::read_to_string(&lab.gateway_audit_log).unwrap_or_default();
+    println!(
+        "gateway (receiver) audit log: {} record(s); the first:",
+        receiver.lines().count()
+    );
+    println!("  {}", receiver.lines().next().unwrap_or("(none)"));
     if mismatches == 0 {
         println!("demo: every request got the expected answer");
         Ok(ExitCode::SUCCESS)
@@ -202,7 +226,7 @@ async fn revoke_and_trade(lab: &Lab) -> anyhow::Result<bool> {
         body: Some(r#"{"market":"EUR_USD","size":1000}"#),
         expect: StatusCode::FORBIDDEN,
     };
-    let (status, detail) = send(lab.proxy_addr, &step).await?;
+    let (status, detail, _) = send(lab.proxy_addr, &step).await?;
     let ok = status == StatusCode::FORBIDDEN && detail.starts_with("identity_revoked");
     println!(
         "{}{} POST   {}\n      {} -> {}\n  refused {:.1} ms after the revocation",
@@ -216,7 +240,59 @@ async fn revoke_and_trade(lab: &Lab) -> anyhow::Result<bool> {
     Ok(ok && halted_after.is_some())
 }
 
-async fn send(proxy: SocketAddr, step: &Step) -> anyhow::Result<(StatusCode, String)> {
+/// The first signed trade, as captured on its way into the exchange, sent
+/// again to the gateway: changed, then as it was. Returns the number of
+/// answers that were not the expected refusal.
+async fn replay_captured(lab: &Lab, captured: &attacker::Captured) -> u32 {
+    println!(
+        "\nsomeone holding the agent's TLS identity sends the first signed trade again, \
+         straight to the gateway:"
+    );
+    let changed = captured.body.replace("45000", "450000");
+    let attempts = [
+        (
+            "body changed after signing",
+            changed.as_str(),
+            "content_digest_mismatch",
+        ),
+        (
+            "replayed exactly as captured",
+            captured.body.as_str(),
+            "nonce_replayed",
+        ),
+    ];
+    let mut mismatches = 0;
+    for (what, body, expect) in attempts {
+        let (status, code, detail) = match attacker::send(lab, captured, body).await {
+            Ok((status, answer)) => (
+                status,
+                answer["code"].as_str().unwrap_or("?").to_string(),
+                answer["detail"].as_str().unwrap_or("").to_string(),
+            ),
+            Err(err) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "client_error".into(),
+                format!("{err:#}"),
+            ),
+        };
+        let ok = status == StatusCode::UNAUTHORIZED && code == expect;
+        if !ok {
+            mismatches += 1;
+        }
+        println!(
+            "{}{} POST   https://{EXCHANGE_HOST}{} {body}\n      {what} -> {code}: {detail}",
+            if ok { "ok " } else { "!! " },
+            status.as_u16(),
+            captured.path,
+        );
+    }
+    mismatches
+}
+
+async fn send(
+    proxy: SocketAddr,
+    step: &Step,
+) -> anyhow::Result<(StatusCode, String, serde_json::Value)> {
     let stream = TcpStream::connect(proxy).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -246,5 +322,5 @@ async fn send(proxy: SocketAddr, step: &Step) -> anyhow::Result<(StatusCode, Str
             json["message"].as_str().unwrap_or("?")
         )
     };
-    Ok((status, detail))
+    Ok((status, detail, json))
 }
