@@ -92,6 +92,17 @@ impl Reason {
         }
     }
 
+    /// Whether a request refused for this reason had a valid signature: the
+    /// checks after the signature are replay and scope. Kept here, beside
+    /// the order `Verifier::verify` runs them in, so that audit records
+    /// (the seed's `signature_valid`) cannot drift from it.
+    pub fn signature_held(self) -> bool {
+        matches!(
+            self,
+            Reason::Replayed | Reason::ReplayCacheFull | Reason::ScopeDenied | Reason::ScopeInvalid
+        )
+    }
+
     /// The seed's error text for the family this reason belongs to.
     pub fn summary(self) -> &'static str {
         match self {

@@ -70,6 +70,9 @@ pub(crate) enum Established {
 struct Entry {
     answer: Result<CertStatus, String>,
     until: i64,
+    /// Recorded by `complete` and not read since: the request that asked
+    /// for it reports the status as fetched, later ones as cached.
+    unread: bool,
 }
 
 pub(crate) struct RevocationCache {
@@ -100,10 +103,15 @@ impl RevocationCache {
             return Established::Status(status, RevocationEvidence::Stapled);
         }
         let serial = &leaf.agent.serial_hex;
-        if let Ok(entries) = self.entries.lock() {
-            if let Some(entry) = entries.get(serial).filter(|e| e.until >= now) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.get_mut(serial).filter(|e| e.until >= now) {
+                let evidence = if std::mem::take(&mut entry.unread) {
+                    RevocationEvidence::Fetched
+                } else {
+                    RevocationEvidence::Cached
+                };
                 return match &entry.answer {
-                    Ok(status) => Established::Status(*status, RevocationEvidence::Cached),
+                    Ok(status) => Established::Status(*status, evidence),
                     Err(why) => Established::Unavailable(why.clone()),
                 };
             }
@@ -189,6 +197,7 @@ impl RevocationCache {
         let entry = Entry {
             answer: answer.map(|v| v.status),
             until,
+            unread: true,
         };
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_CAPACITY {

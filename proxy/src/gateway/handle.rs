@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use kakunin_verifier::{OcspQuery, Outcome, Reason, Rejection, RevocationEvidence, Verdict};
+use kakunin_verifier::{OcspQuery, Outcome, Reason, Rejection, Verdict};
 use rustls_pki_types::CertificateDer;
 
 use super::record::{Entry, Refusal};
@@ -87,9 +87,7 @@ async fn admit(
         peer_chain: chain,
     };
     let mut outcome = shared.verifier.verify(&request, SystemTime::now());
-    let mut fetched = false;
     if let Outcome::NeedsOcsp(query) = outcome {
-        fetched = true;
         let answer = fetch_ocsp(shared, &query).await;
         let answer = answer.as_deref().map_err(String::as_str);
         shared
@@ -98,15 +96,7 @@ async fn admit(
         outcome = shared.verifier.verify(&request, SystemTime::now());
     }
     match outcome {
-        Outcome::Accepted(mut verdict) => {
-            // The verifier reads the answer just recorded back from its
-            // cache and calls it cached; for the audit it was fetched for
-            // this request.
-            if fetched && verdict.revocation == RevocationEvidence::Cached {
-                verdict.revocation = RevocationEvidence::Fetched;
-            }
-            Ok((verdict, body))
-        }
+        Outcome::Accepted(verdict) => Ok((verdict, body)),
         Outcome::Rejected(rejection) => Err(rejection.into()),
         // Asked again right after an answer was recorded: only a cache
         // that could not keep it gets here. Fail closed.

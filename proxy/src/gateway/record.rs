@@ -80,17 +80,6 @@ impl From<Rejection> for Refusal {
     }
 }
 
-/// Whether the signature was shown valid before the verifier refused: the
-/// checks run in a fixed order (chain, revocation, freshness, signature,
-/// replay, scope; verifier/src/lib.rs), and only these refusals come after
-/// the signature held. Keep in step with that order.
-pub(super) fn signature_held(reason: Reason) -> bool {
-    matches!(
-        reason,
-        Reason::Replayed | Reason::ReplayCacheFull | Reason::ScopeDenied | Reason::ScopeInvalid
-    )
-}
-
 /// One audit line; filled in as the request is decided.
 pub(super) struct Entry {
     pub started: Instant,
@@ -145,7 +134,7 @@ impl Entry {
             self.agent = Some(Agent::clone(agent));
         }
         if let Some(reason) = refusal.reason {
-            self.signature_valid = signature_held(reason);
+            self.signature_valid = reason.signature_held();
         }
     }
 
@@ -196,9 +185,9 @@ mod tests {
 
     #[test]
     fn only_refusals_after_the_signature_step_say_it_held() {
-        assert!(signature_held(Reason::ScopeDenied));
-        assert!(signature_held(Reason::ScopeInvalid));
-        assert!(signature_held(Reason::Replayed));
+        assert!(Reason::ScopeDenied.signature_held());
+        assert!(Reason::ScopeInvalid.signature_held());
+        assert!(Reason::Replayed.signature_held());
         for reason in [
             Reason::ChainInvalid,
             Reason::Revoked,
@@ -207,7 +196,7 @@ mod tests {
             Reason::ContentDigestMismatch,
             Reason::SignatureMissing,
         ] {
-            assert!(!signature_held(reason), "{reason}");
+            assert!(!reason.signature_held(), "{reason}");
         }
     }
 
