@@ -224,6 +224,7 @@ impl Signer for BackendSigner {
 /// on an async worker. For a remote key that call waits on the network, so on
 /// a multi-threaded tokio runtime the worker hands its other tasks to another
 /// thread first (`block_in_place`) and only this connection waits.
+#[cfg(feature = "tokio")]
 fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
@@ -232,6 +233,12 @@ fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
         }
         _ => f(),
     }
+}
+
+/// Without tokio there is no runtime worker to protect.
+#[cfg(not(feature = "tokio"))]
+fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
+    f()
 }
 
 #[cfg(test)]
