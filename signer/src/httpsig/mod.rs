@@ -11,6 +11,8 @@ mod base;
 mod component;
 mod digest;
 mod error;
+#[doc(hidden)]
+pub mod fuzz_checks;
 mod header;
 mod params;
 mod profile;
