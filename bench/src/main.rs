@@ -1,7 +1,10 @@
 //! `kakunin-bench`: measurements, written to files and printed; nothing
 //! here is asserted (tests assert behaviour, this measures speed).
 
+mod agents;
+mod gateway;
 mod revocation;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -29,19 +32,87 @@ enum Command {
         #[arg(long, default_value = "bench/results/revocation.json")]
         out: PathBuf,
     },
+    /// Verifications per second per core: `Verifier::verify` on distinct
+    /// signed requests, revocation off and with a stapled OCSP response, on
+    /// one thread and on several sharing one verifier; then the chain, the
+    /// staple and the signature timed alone.
+    Verify {
+        /// Length of each timed run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Threads sharing one verifier (default: the available cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Runs per measurement (median, min and max are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where the results (JSON) are written.
+        #[arg(long, default_value = "bench/results/verify.json")]
+        out: PathBuf,
+    },
+    /// The latency `kakunin gateway` adds: the same pre-signed requests sent
+    /// straight to an mTLS server that verifies nothing, and through the
+    /// gateway (mTLS, verifier with a stapled OCSP response, plain-HTTP
+    /// backend), over kept-alive connections.
+    Gateway {
+        /// Timed requests per pass.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// Connections sending at once; several values (`1,8`) measure each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
+        concurrency: Vec<usize>,
+        /// Passes per path and concurrency (median, min and max reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where the results (JSON) are written.
+        #[arg(long, default_value = "bench/results/gateway.json")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
         Command::Revocation {
             trials,
             ttl_seconds,
             out,
-        } => runtime.block_on(run_revocation(trials, ttl_seconds, out)),
+        } => runtime()?.block_on(run_revocation(trials, ttl_seconds, out)),
+        // Plain threads: no runtime competing for the cores.
+        Command::Verify {
+            seconds,
+            threads,
+            runs,
+            out,
+        } => verify::run(
+            &verify::Settings {
+                seconds: seconds.max(0.1),
+                threads: threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                }),
+                runs,
+                keys: agents::KeyKind::ALL.to_vec(),
+            },
+            &out,
+        ),
+        Command::Gateway {
+            requests,
+            concurrency,
+            runs,
+            out,
+        } => runtime()?.block_on(gateway::run(
+            &gateway::Settings {
+                requests: requests.max(1),
+                concurrency,
+                runs,
+            },
+            &out,
+        )),
     }
 }
 
