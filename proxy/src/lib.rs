@@ -16,6 +16,7 @@ pub mod identity;
 pub mod limits;
 pub mod pipeline;
 pub mod resolve;
+pub mod returning_body;
 pub mod revocation;
 pub mod rotation;
 pub mod run;

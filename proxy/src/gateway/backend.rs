@@ -2,22 +2,19 @@
 //! connections. The egress proxy's pool (`crate::upstream`) dials TLS with
 //! the agent's identity; this one needs neither, nor several hosts.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+
+use crate::returning_body::ReturningBody;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
@@ -167,13 +164,9 @@ impl Backend {
         response: Response<Incoming>,
         sender: Sender,
     ) -> Response<BackendBody> {
+        let ticket = Returned(self.clone(), sender);
         let stall = self.timeout;
-        response.map(|inner| BackendBody {
-            inner,
-            ticket: Some((self.clone(), sender)),
-            idle: Box::pin(tokio::time::sleep(stall)),
-            stall,
-        })
+        response.map(|inner| ReturningBody::new(inner, ticket, stall, "backend", None))
     }
 }
 
@@ -182,83 +175,24 @@ enum Sent {
     NotSent(Request<Full<Bytes>>),
 }
 
-/// The connection is reusable once hyper has finished the exchange; wait
-/// for that off the response path, then park it.
-fn give_back((backend, mut sender): (Arc<Backend>, Sender)) {
-    tokio::spawn(async move {
-        let ready = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
-        if matches!(ready, Ok(Ok(()))) {
-            backend.checkin(sender);
-        }
-    });
-}
+/// Returns a finished backend connection to the idle list.
+pub(super) struct Returned(Arc<Backend>, Sender);
 
-/// A backend response body that returns its connection when read to the
-/// end, and closes it when abandoned halfway. A backend that stops sending
-/// mid-body is cut off after the backend timeout without a frame.
-pub(super) struct BackendBody {
-    inner: Incoming,
-    ticket: Option<(Arc<Backend>, Sender)>,
-    idle: Pin<Box<Sleep>>,
-    stall: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the backend sent no part of the response body for {0:?}")]
-pub(super) struct BodyStalled(Duration);
-
-impl Body for BackendBody {
-    type Data = Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                if let Some(ticket) = this.ticket.take() {
-                    give_back(ticket);
-                }
-                Poll::Ready(None)
+impl crate::returning_body::Ticket for Returned {
+    /// The connection is reusable once hyper has finished the exchange; wait
+    /// for that off the response path, then park it.
+    fn give_back(self) {
+        let Returned(backend, mut sender) = self;
+        tokio::spawn(async move {
+            let ready = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                backend.checkin(sender);
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                let deadline = tokio::time::Instant::now() + this.stall;
-                this.idle.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                this.ticket = None;
-                Poll::Ready(Some(Err(Box::new(err))))
-            }
-            Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
-                    this.ticket = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyStalled(this.stall)))));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        });
     }
 }
 
-impl Drop for BackendBody {
-    fn drop(&mut self) {
-        // hyper does not poll a body that says it is empty (204, 304,
-        // Content-Length: 0): such a body is complete when dropped.
-        if self.inner.is_end_stream() {
-            if let Some(ticket) = self.ticket.take() {
-                give_back(ticket);
-            }
-        }
-    }
-}
+/// A backend response body: returns its connection when read to the end;
+/// a backend that stops sending mid-body is cut off after the backend
+/// timeout.
+pub(super) type BackendBody = ReturningBody<Returned>;

@@ -1,23 +1,18 @@
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use tokio::time::Sleep;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::connect::Connector;
 use super::error::UpstreamError;
+use crate::returning_body::ReturningBody;
 
 pub type RequestSender = http1::SendRequest<Full<Bytes>>;
 
@@ -234,19 +229,14 @@ impl Upstream {
         generation: Generation,
         guard: Option<Box<dyn Send>>,
     ) -> Response<PooledBody> {
-        let idle_timeout = self.response_timeout;
-        response.map(|inner| PooledBody {
-            inner,
-            ticket: Some(Ticket {
-                pool: self.pool.clone(),
-                key,
-                sender,
-                generation,
-            }),
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
-            idle_timeout,
-            _guard: guard,
-        })
+        let ticket = Ticket {
+            pool: self.pool.clone(),
+            key,
+            sender,
+            generation,
+        };
+        let stall = self.response_timeout;
+        response.map(|inner| ReturningBody::new(inner, ticket, stall, "upstream", guard))
     }
 }
 
@@ -255,14 +245,14 @@ enum Sent {
     NotSent(Request<Full<Bytes>>),
 }
 
-struct Ticket {
+pub struct Ticket {
     pool: Pool,
     key: PoolKey,
     sender: RequestSender,
     generation: Generation,
 }
 
-impl Ticket {
+impl crate::returning_body::Ticket for Ticket {
     /// The connection is reusable once hyper has finished the exchange; wait
     /// for that off the response path, then park it.
     fn give_back(self) {
@@ -281,77 +271,5 @@ impl Ticket {
     }
 }
 
-/// An upstream response body that returns its connection to the pool when
-/// read to the end, and closes it when abandoned halfway (the rest of the
-/// body would otherwise have to be drained).
-///
-/// An upstream that stops sending mid-body is cut off after the response
-/// timeout without a frame: a stalled body must not hold a connection and an
-/// in-flight slot forever.
-pub struct PooledBody {
-    inner: Incoming,
-    ticket: Option<Ticket>,
-    idle: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
-    _guard: Option<Box<dyn Send>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the upstream sent no part of the response body for {0:?}")]
-pub struct BodyStalled(Duration);
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                if let Some(ticket) = this.ticket.take() {
-                    ticket.give_back();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                this.ticket = None;
-                Poll::Ready(Some(Err(Box::new(err))))
-            }
-            Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
-                    this.ticket = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // hyper does not poll a body that says it is empty (204, 304,
-        // Content-Length: 0): such a body is complete when dropped.
-        if self.inner.is_end_stream() {
-            if let Some(ticket) = self.ticket.take() {
-                ticket.give_back();
-            }
-        }
-    }
-}
+/// An upstream response body: returns its connection when read to the end.
+pub type PooledBody = ReturningBody<Ticket>;
