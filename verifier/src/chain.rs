@@ -32,6 +32,8 @@ pub(crate) struct CheckedLeaf {
     /// The scope extension's value: DER UTF8String of canonical JSON.
     pub scope: Option<Vec<u8>>,
     pub ocsp_url: Option<String>,
+    /// DER SubjectPublicKeyInfo: the key the request signature is checked with.
+    pub spki: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -191,6 +193,7 @@ fn read_leaf(
         issuer,
         scope,
         ocsp_url,
+        spki: cert.public_key().raw.to_vec(),
     })
 }
 

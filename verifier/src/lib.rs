@@ -36,7 +36,6 @@ use http::HeaderMap;
 use kakunin_authority::CertStatus;
 use kakunin_signer::httpsig::{HttpSigError, Message, ParsedSignature, TargetUri};
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::FromDer;
 
 /// The RFC 9421 building blocks, for receivers that check other profiles.
 pub use kakunin_signer::httpsig;
@@ -270,7 +269,7 @@ impl Verifier {
                 ));
             }
         }
-        let alg = self.check_signature(req, &parsed, &leaf_der)?;
+        let alg = self.check_signature(req, &parsed, &leaf.spki)?;
 
         // 5. Replay: only a request that proved its origin is recorded, so
         // forged requests cannot fill the window or probe which nonces it
@@ -445,18 +444,15 @@ impl Verifier {
         &self,
         req: &Request<'_>,
         parsed: &ParsedSignature,
-        leaf_der: &CertificateDer<'_>,
+        spki: &[u8],
     ) -> Result<&'static str, Step> {
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf_der.as_ref())
-            .map_err(|_| refuse(Reason::ChainInvalid, "certificate does not parse"))?;
         let target = TargetUri::new(req.scheme, req.authority, req.path_and_query);
         let message = Message::Request {
             method: req.method,
             target: &target,
             headers: req.headers,
         };
-        let alg = httpsig::verify_signature(&message, parsed, cert.public_key().raw)
-            .map_err(sig_refusal)?;
+        let alg = httpsig::verify_signature(&message, parsed, spki).map_err(sig_refusal)?;
         let digest = httpsig::field_value(req.headers, "content-digest")
             .ok()
             .flatten()
