@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A Python venv holding the independent RFC 9421 verifier that interop tests run
-# (integration/tests/py/verify_httpsig.py). Idempotent: a venv that already has the
+# A Python venv holding what the tests run that we did not write: the independent
+# RFC 9421 verifier (integration/tests/py/verify_httpsig.py) and moto's server,
+# the KMS-compatible service the aws-kms backend is tested against. Idempotent: a venv that already has the
 # pinned versions is left alone, so a second run needs no network. All chatter goes
 # to stderr; the last (and only) line on stdout is the venv's python.
 #   venv: $KAKUNIN_VENV, else $CARGO_TARGET_DIR/py-venv, else ./target/py-venv
@@ -8,7 +9,7 @@ set -euo pipefail
 
 venv="${KAKUNIN_VENV:-${CARGO_TARGET_DIR:-$PWD/target}/py-venv}"
 # Pinned together: the verifier uses http_sf's parser directly, as the library does.
-pins=(http-message-signatures==3.0.0 http-sf==1.5.0)
+pins=(http-message-signatures==3.0.0 http-sf==1.5.0 'moto[server]==5.2.5')
 py="$venv/bin/python"
 
 have_pins() {
@@ -17,9 +18,10 @@ import sys
 from importlib.metadata import version
 for pin in sys.argv[1:]:
     name, want = pin.split("==")
+    name = name.split("[")[0]
     if version(name) != want:
         sys.exit(1)
-import http_message_signatures, http_sf, cryptography  # noqa: E401,F401  (importable, not just listed)
+import http_message_signatures, http_sf, cryptography, moto.server  # noqa: E401,F401  (importable, not just listed)
 EOF
 }
 

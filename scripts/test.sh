@@ -10,6 +10,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# SoftHSM2: the PKCS#11 token the pkcs11 key backend is tested against.
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=()

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::time::Duration;
 
 use rustls::SignatureScheme;
 
@@ -80,6 +81,10 @@ pub enum KeyError {
     Parse { path: String, reason: String },
     #[error("key reference {reference:?} is not supported: {reason}")]
     Unsupported { reference: String, reason: String },
+    /// Opening a remote key failed: it does not exist, cannot sign, or the
+    /// service could not be asked. Said at start, before anything is served.
+    #[error("cannot use key {key}: {reason}")]
+    Open { key: String, reason: String },
     #[error("key {key} cannot sign with {scheme:?}")]
     SchemeUnsupported {
         key: String,
@@ -87,6 +92,48 @@ pub enum KeyError {
     },
     #[error("signing with {key} failed: {reason}")]
     Sign { key: String, reason: String },
+    /// More signatures are waiting than the backend admits; refused at once
+    /// rather than queued without bound.
+    #[error("{key} is busy: {waiting} signatures already waiting (limit {limit})")]
+    Busy {
+        key: String,
+        waiting: usize,
+        limit: usize,
+    },
+    #[error("{key} did not sign within {after:?}")]
+    Timeout { key: String, after: Duration },
+    /// The service is rate limiting us and kept doing so through the retries.
+    #[error("{key} is throttled: {reason}")]
+    Throttled { key: String, reason: String },
+    #[error("{key} cannot be reached: {reason}")]
+    Unreachable { key: String, reason: String },
+    /// The service refused this key for good (disabled, scheduled for
+    /// deletion, not found, access denied): retrying will not help.
+    #[error("{key} refused to sign: {reason}")]
+    Refused { key: String, reason: String },
+    /// Outside the context the policy allows the key to be used in (hours,
+    /// region); checked locally before any remote call.
+    #[error("{key} may not sign here and now: {reason}")]
+    OutOfContext { key: String, reason: String },
+}
+
+impl KeyError {
+    /// A short stable name for metrics and audit records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyError::Read { .. } | KeyError::Parse { .. } => "key_file",
+            KeyError::Unsupported { .. } => "unsupported",
+            KeyError::Open { .. } => "open",
+            KeyError::SchemeUnsupported { .. } => "scheme_unsupported",
+            KeyError::Sign { .. } => "sign_failed",
+            KeyError::Busy { .. } => "busy",
+            KeyError::Timeout { .. } => "timeout",
+            KeyError::Throttled { .. } => "throttled",
+            KeyError::Unreachable { .. } => "unreachable",
+            KeyError::Refused { .. } => "refused",
+            KeyError::OutOfContext { .. } => "out_of_context",
+        }
+    }
 }
 
 /// A private key that signs on request and never exposes its secret.

@@ -13,10 +13,16 @@ mod cert;
 mod file;
 pub mod httpsig;
 mod keyref;
+#[cfg(feature = "aws-kms")]
+mod kms;
+mod options;
+#[cfg(feature = "pkcs11")]
+mod pkcs11;
 mod tls;
 
 pub use backend::{KeyAlgorithm, KeyBackend, KeyError, Locality};
 pub use cert::{load_certificate_chain, parse_certificate_chain, CertError};
 pub use file::FileKey;
-pub use keyref::{open_key, KeyRef};
+pub use keyref::{open_key, open_key_with, KeyRef};
+pub use options::KeyOptions;
 pub use tls::{AgentIdentity, IdentityError, SignerUnavailable};
