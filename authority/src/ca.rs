@@ -2,6 +2,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use kakunin_signer::{FileKey, KeyOptions};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -10,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::aia::{normalise_public_url, DEFAULT_PUBLIC_URL};
+use crate::ca_key::{signing_error, CaKey};
+use crate::key_location::{self, KEY_FILE};
 use crate::store::{unix_now, Store, StoreOptions};
 use crate::AuthorityError;
 
 const CERT_FILE: &str = "ca.pem";
-const KEY_FILE: &str = "ca-key.pem";
 const SETTINGS_FILE: &str = "ca.json";
 const DB_FILE: &str = "ca.db";
 
@@ -31,6 +33,11 @@ pub struct CaSettings {
     /// Directories made before the key existed read as the default.
     #[serde(default = "default_public_url")]
     pub public_url: String,
+    /// Where the CA's private key lives, as a key reference (`file:/path`,
+    /// `aws-kms:ARN`, `pkcs11:URI`). Absent: `ca-key.pem` in the directory
+    /// (`ca init` without `--key`, and every directory made before this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 fn default_public_url() -> String {
@@ -44,6 +51,11 @@ pub struct InitOptions {
     pub validity_days: u32,
     /// See [`CaSettings::public_url`].
     pub public_url: String,
+    /// The CA key, left where it is (see [`CaSettings::key`]). `None`
+    /// generates a P-256 key into `ca-key.pem`.
+    pub key: Option<String>,
+    /// How a remote CA key is reached (KMS endpoint, deadlines).
+    pub key_options: KeyOptions,
 }
 
 impl Default for InitOptions {
@@ -53,17 +65,20 @@ impl Default for InitOptions {
             common_name: "Kakunin Root CA".into(),
             validity_days: 3650,
             public_url: DEFAULT_PUBLIC_URL.into(),
+            key: None,
+            key_options: KeyOptions::default(),
         }
     }
 }
 
-/// An opened CA directory: `ca.pem`, `ca-key.pem` (mode 0600), `ca.json`,
-/// and `ca.db` (what it issued and revoked).
+/// An opened CA directory: `ca.pem`, `ca.json`, `ca.db` (what it issued and
+/// revoked), and the CA key: `ca-key.pem` (mode 0600) or wherever ca.json's
+/// key reference says (a KMS, an HSM), in which case it never enters memory.
 pub struct Authority {
     dir: PathBuf,
     settings: CaSettings,
     cert_pem: String,
-    pub(crate) issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, CaKey>,
     store: Store,
 }
 
@@ -83,64 +98,92 @@ impl Authority {
     pub fn init(dir: &Path, options: &InitOptions) -> Result<Authority, AuthorityError> {
         validate_trust_domain(&options.trust_domain)?;
         let public_url = normalise_public_url(&options.public_url)?;
-        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let cert_path = dir.join(CERT_FILE);
-        if cert_path.exists() || dir.join(KEY_FILE).exists() || dir.join(DB_FILE).exists() {
+        // ca-key.pem counts only when this init would write one: with --key
+        // it may be the very file named.
+        let key_file_taken = options.key.is_none() && dir.join(KEY_FILE).exists();
+        if cert_path.exists() || key_file_taken || dir.join(DB_FILE).exists() {
             return Err(AuthorityError::AlreadyInitialised {
                 path: dir.display().to_string(),
             });
         }
-
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, options.common_name.as_str());
-        dn.push(DnType::OrganizationName, "Kakunin");
-        params.distinguished_name = dn;
-        // Path length 0: this root signs agent and server certificates only.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(5);
-        params.not_after = now
-            .checked_add(Duration::days(i64::from(options.validity_days.max(1))))
-            .ok_or(AuthorityError::Invalid {
-                what: "validity",
-                reason: format!("{} days is past the year 9999", options.validity_days),
-            })?;
-        params.serial_number = Some(crate::issue::random_serial()?);
-        let cert = params.self_signed(&key)?;
+        // The key first: a bad reference must leave nothing behind.
+        let (key, recorded, generated_pem) = match &options.key {
+            Some(reference) => {
+                let recorded = key_location::recorded_form(reference)?;
+                let backend =
+                    key_location::open(dir, Some(&recorded), "--key", &options.key_options)?;
+                (CaKey::new(backend)?, Some(recorded), None)
+            }
+            None => {
+                let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                let pem = pair.serialize_pem();
+                let origin = dir.join(KEY_FILE).display().to_string();
+                let file = FileKey::from_pem(&origin, pem.as_bytes()).map_err(|error| {
+                    AuthorityError::CaKey {
+                        context: "the generated CA key".into(),
+                        error,
+                    }
+                })?;
+                (CaKey::new(std::sync::Arc::new(file))?, None, Some(pem))
+            }
+        };
+        let cert = ca_params(options)?
+            .self_signed(&key)
+            .map_err(signing_error)?;
 
         let settings = CaSettings {
             trust_domain: options.trust_domain.clone(),
             scope_oid: dotted(crate::DEFAULT_SCOPE_OID),
             public_url,
+            key: recorded,
         };
+        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         // The database first: if it cannot be made here, nothing else is
         // left behind to look like a working CA.
         drop(Store::create(&dir.join(DB_FILE), &StoreOptions::default())?);
-        write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
+        if let Some(pem) = &generated_pem {
+            write_private(&dir.join(KEY_FILE), pem.as_bytes())?;
+        }
         write_file(&cert_path, cert.pem().as_bytes())?;
         let settings_json =
             serde_json::to_vec_pretty(&settings).map_err(|e| AuthorityError::Invalid {
                 what: "CA settings",
                 reason: e.to_string(),
             })?;
-        write_file(&dir.join(SETTINGS_FILE), &settings_json)?;
-        Self::open(dir)
+        let settings_path = dir.join(SETTINGS_FILE);
+        if settings
+            .key
+            .as_deref()
+            .is_some_and(key_location::holds_secret)
+        {
+            write_private(&settings_path, &settings_json)?;
+        } else {
+            write_file(&settings_path, &settings_json)?;
+        }
+        // The key just used is kept: opening a remote key again would ask
+        // the KMS or token a second time for nothing.
+        Self::assemble(dir, settings, cert.pem(), key, &StoreOptions::default())
     }
 
     pub fn open(dir: &Path) -> Result<Authority, AuthorityError> {
         Self::open_with(dir, &StoreOptions::default())
     }
 
+    /// [`Authority::open_with_key`] with default key options.
+    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Authority, AuthorityError> {
+        Self::open_with_key(dir, options, &KeyOptions::default())
+    }
+
     /// Opens the directory and brings its database up to date: scheduled
     /// revocations whose time has come are written down as revocations.
-    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Authority, AuthorityError> {
+    /// The CA key is opened where ca.json says (`key_options` say how a
+    /// remote one is reached) and must be the key of ca.pem.
+    pub fn open_with_key(
+        dir: &Path,
+        options: &StoreOptions,
+        key_options: &KeyOptions,
+    ) -> Result<Authority, AuthorityError> {
         let cert_path = dir.join(CERT_FILE);
         if !cert_path.exists() {
             return Err(AuthorityError::NotInitialised {
@@ -148,14 +191,26 @@ impl Authority {
             });
         }
         let cert_pem = read_text(&cert_path)?;
-        let key_path = dir.join(KEY_FILE);
-        let key = KeyPair::from_pem(&read_text(&key_path)?).map_err(|e| corrupt(&key_path, e))?;
         let settings_path = dir.join(SETTINGS_FILE);
         let settings: CaSettings = serde_json::from_str(&read_text(&settings_path)?)
             .map_err(|e| corrupt(&settings_path, e))?;
         parse_oid(&settings.scope_oid).map_err(|e| corrupt(&settings_path, e))?;
         normalise_public_url(&settings.public_url).map_err(|e| corrupt(&settings_path, e))?;
-        check_key_matches(&cert_pem, &key).map_err(|e| corrupt(&key_path, e))?;
+        let origin = format!("{} \"key\"", settings_path.display());
+        let backend = key_location::open(dir, settings.key.as_deref(), &origin, key_options)?;
+        let key = CaKey::new(backend)?;
+        Self::assemble(dir, settings, cert_pem, key, options)
+    }
+
+    fn assemble(
+        dir: &Path,
+        settings: CaSettings,
+        cert_pem: String,
+        key: CaKey,
+        options: &StoreOptions,
+    ) -> Result<Authority, AuthorityError> {
+        let cert_path = dir.join(CERT_FILE);
+        check_key_matches(&cert_pem, &key, &cert_path, settings.key.is_some())?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| corrupt(&cert_path, e))?;
         let store = Store::open(&dir.join(DB_FILE), options)?;
@@ -221,16 +276,59 @@ impl Authority {
 
 /// A CA key that does not belong to the CA certificate would sign
 /// certificates nobody can verify: refuse it when the directory is opened.
-fn check_key_matches(cert_pem: &str, key: &KeyPair) -> Result<(), String> {
+fn check_key_matches(
+    cert_pem: &str,
+    key: &CaKey,
+    cert_path: &Path,
+    recorded: bool,
+) -> Result<(), AuthorityError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-        .map_err(|e| format!("CA certificate is not PEM: {e}"))?;
+        .map_err(|e| corrupt(cert_path, format!("CA certificate is not PEM: {e}")))?;
     let cert = pem
         .parse_x509()
-        .map_err(|e| format!("CA certificate does not parse: {e}"))?;
-    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err("this key does not belong to ca.pem".into());
+        .map_err(|e| corrupt(cert_path, format!("CA certificate does not parse: {e}")))?;
+    if key
+        .matches(cert.public_key())
+        .map_err(|e| corrupt(cert_path, e))?
+    {
+        return Ok(());
     }
-    Ok(())
+    let hint = if recorded {
+        "ca.json's \"key\" must name the key this CA was created with"
+    } else {
+        "ca-key.pem must be the key this CA was created with; restore it from a backup"
+    };
+    Err(AuthorityError::KeyMismatch {
+        key: key.describe(),
+        cert: cert_path.display().to_string(),
+        hint: hint.into(),
+    })
+}
+
+/// The root's certificate: path length 0, as it signs agent and server
+/// certificates only.
+fn ca_params(options: &InitOptions) -> Result<CertificateParams, AuthorityError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, options.common_name.as_str());
+    dn.push(DnType::OrganizationName, "Kakunin");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now
+        .checked_add(Duration::days(i64::from(options.validity_days.max(1))))
+        .ok_or(AuthorityError::Invalid {
+            what: "validity",
+            reason: format!("{} days is past the year 9999", options.validity_days),
+        })?;
+    params.serial_number = Some(crate::issue::random_serial()?);
+    Ok(params)
 }
 
 fn validate_trust_domain(domain: &str) -> Result<(), AuthorityError> {

@@ -68,7 +68,9 @@ impl Authority {
             revoked_certs,
             key_identifier_method: self.key_identifier_method(),
         };
-        let crl = params.signed_by(&self.issuer)?;
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(crate::ca_key::signing_error)?;
         Ok(Crl {
             der: crl.der().to_vec(),
             pem: crl.pem()?,

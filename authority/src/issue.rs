@@ -6,6 +6,7 @@ use ring::rand::SecureRandom;
 use time::{Duration, OffsetDateTime};
 
 use crate::ca::Authority;
+use crate::ca_key::signing_error;
 use crate::store::{CertKind, NewCertificate};
 use crate::{der, AuthorityError};
 
@@ -127,6 +128,7 @@ impl Authority {
             der::utf8_string(request.policy.canonical_json()),
         )];
         crate::aia::add_revocation_pointers(&mut params, &self.settings().public_url)?;
+        check_subject_key(&request.key)?;
         let mut signed = self.sign(params, &request.key, request.validity)?;
         signed.record.kind = CertKind::Agent;
         signed.record.subject = request.agent_id.to_string();
@@ -179,7 +181,9 @@ impl Authority {
         let (cert, key_pem) = match key {
             SubjectKey::Generate => {
                 let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-                let cert = params.signed_by(&key, &self.issuer)?;
+                let cert = params
+                    .signed_by(&key, &self.issuer)
+                    .map_err(signing_error)?;
                 (cert, Some(key.serialize_pem()))
             }
             SubjectKey::PublicKeyPem(pem) => {
@@ -190,17 +194,23 @@ impl Authority {
                             "{e}; expected a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo)"
                         ),
                     })?;
-                (params.signed_by(&public, &self.issuer)?, None)
+                let cert = params
+                    .signed_by(&public, &self.issuer)
+                    .map_err(signing_error)?;
+                (cert, None)
             }
             SubjectKey::CsrPem(pem) => {
                 let spki = crate::csr::public_key_from_csr(pem)?;
-                (
-                    params.signed_by(&spki_from_der(&spki)?, &self.issuer)?,
-                    None,
-                )
+                let cert = params
+                    .signed_by(&spki_from_der(&spki)?, &self.issuer)
+                    .map_err(signing_error)?;
+                (cert, None)
             }
             SubjectKey::SpkiDer(spki) => {
-                (params.signed_by(&spki_from_der(spki)?, &self.issuer)?, None)
+                let cert = params
+                    .signed_by(&spki_from_der(spki)?, &self.issuer)
+                    .map_err(signing_error)?;
+                (cert, None)
             }
         };
         let der = cert.der().to_vec();
@@ -225,6 +235,21 @@ impl Authority {
                 not_after: params.not_after,
             },
         })
+    }
+}
+
+/// An agent certificate for a key the agent cannot sign with is refused
+/// before anything is signed or recorded.
+fn check_subject_key(key: &SubjectKey) -> Result<(), AuthorityError> {
+    match key {
+        SubjectKey::Generate => Ok(()),
+        SubjectKey::SpkiDer(spki) => crate::agent_key::check_agent_key(spki),
+        SubjectKey::CsrPem(pem) => {
+            crate::agent_key::check_agent_key(&crate::csr::public_key_from_csr(pem)?)
+        }
+        SubjectKey::PublicKeyPem(pem) => {
+            crate::agent_key::check_agent_key(&crate::csr::public_key_from_pem(pem)?)
+        }
     }
 }
 

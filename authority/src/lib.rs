@@ -5,17 +5,23 @@
 //! What the CA issued and revoked lives in `ca.db` ([`Store`]); CRLs,
 //! rotation and (elsewhere) OCSP answer from it.
 
+mod agent_key;
 mod aia;
 mod ca;
+mod ca_key;
 mod crl;
 mod csr;
 mod der;
 mod issue;
+mod key_location;
 pub mod ocsp;
+#[cfg(test)]
+mod remote_key_tests;
 mod rotate;
 mod status;
 pub mod store;
 
+pub use agent_key::public_key_from_reference;
 pub use aia::DEFAULT_PUBLIC_URL;
 pub use ca::{Authority, CaSettings, InitOptions};
 pub use crl::Crl;
@@ -60,6 +66,22 @@ pub enum AuthorityError {
     Invalid { what: &'static str, reason: String },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The CA key (or a key named for its public half) could not be opened
+    /// or did not sign; `error` says which backend and why.
+    #[error("{context}: {error}")]
+    CaKey {
+        context: String,
+        error: kakunin_signer::KeyError,
+    },
+    #[error(
+        "the CA key {key} does not belong to {cert}: its public key differs from the \
+         certificate's. {hint}"
+    )]
+    KeyMismatch {
+        key: String,
+        cert: String,
+        hint: String,
+    },
     #[error(
         "{path}: the CA database is missing. Restore ca.db from a backup of this CA directory; \
          without it the CA has no record of what it issued or revoked"

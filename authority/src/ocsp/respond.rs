@@ -13,6 +13,7 @@ use x509_ocsp::{
 
 use super::certid::{cert_id_serial, HashAlg, IssuerHashes};
 use super::{sigalg, ResponseStatus, MAX_REQUESTS, OID_NONCE};
+use crate::ca_key::signing_error;
 use crate::{Authority, AuthorityError, CertStatus, RevocationReason};
 
 /// Times stamped on a response. `now` is taken by the caller so that the
@@ -256,7 +257,7 @@ pub(crate) fn sign_response<K: SigningKey>(
     let signature = signer
         .key
         .sign(&tbs_der)
-        .map_err(|e| format!("signing the response failed: {e}"))?;
+        .map_err(|e| format!("signing the response failed: {}", signing_error(e)))?;
     let basic = BasicOcspResponse {
         tbs_response_data: tbs,
         signature_algorithm,

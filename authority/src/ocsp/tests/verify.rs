@@ -35,8 +35,8 @@ fn signed_by<K: rcgen::SigningKey>(
     .unwrap()
 }
 
-fn by_key(key: &KeyPair) -> ResponderId {
-    ResponderId::ByKey(OctetString::new(HashAlg::Sha1.digest(key.public_key_raw())).unwrap())
+fn by_key(key: &impl rcgen::PublicKeyData) -> ResponderId {
+    ResponderId::ByKey(OctetString::new(HashAlg::Sha1.digest(key.der_bytes())).unwrap())
 }
 
 #[test]
