@@ -11,13 +11,23 @@ use kakunin_authority::{
     rfc3339, AgentRequest, Authority, CertRecord, InitOptions, Lifecycle, RevocationReason,
     RotateRequest, ServerRequest, StoreOptions, SubjectKey, Validity, DEFAULT_PUBLIC_URL,
 };
+use kakunin_signer::KeyOptions;
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Create a root CA in DIR (ca.pem, ca-key.pem, ca.json, ca.db).
+    /// Create a root CA in DIR (ca.pem, ca.json, ca.db, and ca-key.pem
+    /// unless --key names where the key lives).
     Init {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
+        /// Keep the CA key where it is and sign through it: aws-kms:ARN,
+        /// pkcs11:URI (RFC 7512) or file:PATH. ca.json records it; no
+        /// ca-key.pem is written. Without it a P-256 key is generated into
+        /// DIR/ca-key.pem.
+        #[arg(long, value_name = "REF")]
+        key: Option<String>,
         /// SPIFFE trust domain of the agents this CA issues for.
         #[arg(long, default_value = "kakunin.local")]
         trust_domain: String,
@@ -30,6 +40,8 @@ pub enum CaCommand {
     Issue {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         #[arg(long)]
         agent_id: String,
         #[arg(long)]
@@ -45,6 +57,8 @@ pub enum CaCommand {
     IssueServer {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         /// DNS name or IP address; repeatable.
         #[arg(long = "name", required = true)]
         names: Vec<String>,
@@ -59,6 +73,8 @@ pub enum CaCommand {
     List {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         /// Only this agent's certificates.
         #[arg(long)]
         agent_id: Option<String>,
@@ -70,6 +86,8 @@ pub enum CaCommand {
     Revoke {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         /// Serial number in hex, as `ca list` or `openssl x509 -serial` shows it.
         #[arg(long)]
         serial: String,
@@ -83,6 +101,8 @@ pub enum CaCommand {
     Crl {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         #[arg(long)]
         out: PathBuf,
         /// Hours until nextUpdate.
@@ -95,6 +115,8 @@ pub enum CaCommand {
     Rotate {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         #[arg(long)]
         agent_id: String,
         /// Seconds the old certificate stays good; 0 revokes it now.
@@ -112,6 +134,8 @@ pub enum CaCommand {
     Serve {
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: KeyFlags,
         /// Address to listen on; the CA's public_url should lead here.
         #[arg(long, default_value = "127.0.0.1:8180")]
         listen: std::net::SocketAddr,
@@ -153,6 +177,10 @@ pub struct NewKey {
     /// out; nothing else in the request is used.
     #[arg(long)]
     csr: Option<PathBuf>,
+    /// Certify the public key of this key reference (aws-kms:ARN,
+    /// pkcs11:URI, file:PATH); only its public half is read.
+    #[arg(long, value_name = "REF")]
+    public_key_from: Option<String>,
 }
 
 /// A rotation keeps the key unless one of these is given.
@@ -168,6 +196,28 @@ pub struct RotateKey {
     /// Certify the key of this PEM PKCS#10 request instead.
     #[arg(long)]
     csr: Option<PathBuf>,
+    /// Certify the public key of this key reference instead.
+    #[arg(long, value_name = "REF")]
+    public_key_from: Option<String>,
+}
+
+/// How a remote key (the CA's, or one named by --public-key-from) is
+/// reached.
+#[derive(Debug, Args)]
+pub struct KeyFlags {
+    /// AWS KMS endpoint for aws-kms: keys (a VPC endpoint or a test
+    /// server); without it the AWS SDK's own settings decide.
+    #[arg(long, value_name = "URL", env = "KAKUNIN_KMS_ENDPOINT")]
+    kms_endpoint: Option<String>,
+}
+
+impl KeyFlags {
+    fn options(&self) -> KeyOptions {
+        KeyOptions {
+            kms_endpoint: self.kms_endpoint.clone(),
+            ..KeyOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -196,10 +246,12 @@ fn parse_reason(text: &str) -> Result<RevocationReason, String> {
 
 pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
     let options = StoreOptions { lock_timeout };
-    let open = |dir: &Path| Authority::open_with(dir, &options);
+    let open =
+        |dir: &Path, keys: &KeyFlags| Authority::open_with_key(dir, &options, &keys.options());
     match command {
         CaCommand::Serve {
             dir,
+            keys,
             listen,
             poll_ms,
             ocsp_validity_secs,
@@ -228,7 +280,7 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
             if !(1..=24 * 366).contains(&crl_hours) {
                 anyhow::bail!("--crl-hours {crl_hours}: must be between 1 and 8784");
             }
-            let authority = open(&dir)?;
+            let authority = open(&dir, &keys)?;
             let options = crate::ca_serve::ServeOptions {
                 poll_interval: Duration::from_millis(poll_ms),
                 ocsp_validity: Duration::from_secs(ocsp_validity_secs),
@@ -244,6 +296,8 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
         }
         CaCommand::Init {
             dir,
+            keys,
+            key,
             trust_domain,
             public_url,
         } => {
@@ -252,10 +306,18 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
                 &InitOptions {
                     trust_domain,
                     public_url,
+                    key,
+                    key_options: keys.options(),
                     ..InitOptions::default()
                 },
             )?;
             println!("CA certificate: {}", ca.certificate_path().display());
+            match &ca.settings().key {
+                Some(reference) => {
+                    println!("CA key: {reference} (stays there; ca.json records it)");
+                }
+                None => println!("CA key: {}", dir.join("ca-key.pem").display()),
+            }
             println!(
                 "revocation: OCSP {} and CRL {} (serve them with `kakunin ca serve`)",
                 ca.ocsp_url(),
@@ -264,15 +326,16 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
         }
         CaCommand::Issue {
             dir,
+            keys,
             agent_id,
             policy,
             key,
             out,
             validity,
         } => {
-            let ca = open(&dir)?;
+            let ca = open(&dir, &keys)?;
             let policy = crate::run::load_policy(&policy)?;
-            let subject_key = subject_key(key.public_key.as_deref(), key.csr.as_deref())?;
+            let subject_key = subject_key(&key.choice(), &keys)?;
             check_target(&out)?;
             if let Some(path) = &key.key_out {
                 check_target(path)?;
@@ -294,12 +357,13 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
         }
         CaCommand::IssueServer {
             dir,
+            keys,
             names,
             key_out,
             out,
             days,
         } => {
-            let ca = open(&dir)?;
+            let ca = open(&dir, &keys)?;
             check_target(&out)?;
             check_target(&key_out)?;
             let issued = ca.issue_server(&ServerRequest {
@@ -315,10 +379,11 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
         }
         CaCommand::List {
             dir,
+            keys,
             agent_id,
             json,
         } => {
-            let ca = open(&dir)?;
+            let ca = open(&dir, &keys)?;
             let records = ca.store().list(agent_id.as_deref())?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -332,10 +397,11 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
         }
         CaCommand::Revoke {
             dir,
+            keys,
             serial,
             reason,
         } => {
-            let ca = open(&dir)?;
+            let ca = open(&dir, &keys)?;
             let record = ca.revoke(&serial, reason)?;
             println!(
                 "revoked serial {} ({} {}) at {}, reason {}",
@@ -349,8 +415,13 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
                 "OCSP answers from `kakunin ca serve` say so now; publish a new CRL with `kakunin ca crl`"
             );
         }
-        CaCommand::Crl { dir, out, hours } => {
-            let ca = open(&dir)?;
+        CaCommand::Crl {
+            dir,
+            keys,
+            out,
+            hours,
+        } => {
+            let ca = open(&dir, &keys)?;
             check_target(&out)?;
             let crl = ca.crl(Duration::from_secs(u64::from(hours) * 3600))?;
             std::fs::write(&out, &crl.pem)
@@ -365,16 +436,18 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
         }
         CaCommand::Rotate {
             dir,
+            keys,
             agent_id,
             grace,
             key,
             out,
             validity,
         } => {
-            let ca = open(&dir)?;
-            let new_key = match (&key.key_out, &key.public_key, &key.csr) {
-                (None, None, None) => None,
-                _ => Some(subject_key(key.public_key.as_deref(), key.csr.as_deref())?),
+            let ca = open(&dir, &keys)?;
+            let new_key = if key.given() {
+                Some(subject_key(&key.choice(), &keys)?)
+            } else {
+                None
             };
             check_target(&out)?;
             if let Some(path) = &key.key_out {
@@ -387,11 +460,7 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
                 grace: Duration::from_secs(grace),
             })?;
             write_issued(&rotated.issued, key.key_out.as_deref(), &out)?;
-            let kept = if key.key_out.is_none() && key.public_key.is_none() && key.csr.is_none() {
-                "same key"
-            } else {
-                "new key"
-            };
+            let kept = if key.given() { "new key" } else { "same key" };
             println!(
                 "rotated {agent_id}: new serial {} ({kept}) valid until {} -> {}",
                 rotated.issued.serial_hex,
@@ -412,24 +481,65 @@ pub fn run(command: CaCommand, lock_timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an existing public key comes from; none of them: generate one.
+struct KeyChoice<'a> {
+    public_key: Option<&'a Path>,
+    csr: Option<&'a Path>,
+    public_key_from: Option<&'a str>,
+}
+
+impl NewKey {
+    fn choice(&self) -> KeyChoice<'_> {
+        KeyChoice {
+            public_key: self.public_key.as_deref(),
+            csr: self.csr.as_deref(),
+            public_key_from: self.public_key_from.as_deref(),
+        }
+    }
+}
+
+impl RotateKey {
+    fn choice(&self) -> KeyChoice<'_> {
+        KeyChoice {
+            public_key: self.public_key.as_deref(),
+            csr: self.csr.as_deref(),
+            public_key_from: self.public_key_from.as_deref(),
+        }
+    }
+
+    /// Whether another key than the current certificate's was asked for.
+    fn given(&self) -> bool {
+        self.key_out.is_some()
+            || self.public_key.is_some()
+            || self.csr.is_some()
+            || self.public_key_from.is_some()
+    }
+}
+
 /// The key a new certificate certifies, checked here so that an error names
-/// the file; `Generate` when no file is given (`--key-out`).
-fn subject_key(public_key: Option<&Path>, csr: Option<&Path>) -> anyhow::Result<SubjectKey> {
+/// the file or reference; `Generate` when none is given (`--key-out`).
+fn subject_key(choice: &KeyChoice<'_>, keys: &KeyFlags) -> anyhow::Result<SubjectKey> {
     let read = |path: &Path, what: &str| {
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the {what} {}", path.display()))
     };
-    Ok(match (public_key, csr) {
-        (Some(path), _) => SubjectKey::SpkiDer(
-            kakunin_authority::public_key_from_pem(&read(path, "public key")?)
-                .with_context(|| format!("{}", path.display()))?,
-        ),
-        (None, Some(path)) => SubjectKey::SpkiDer(
-            kakunin_authority::public_key_from_csr(&read(path, "certificate signing request")?)
-                .with_context(|| format!("{}", path.display()))?,
-        ),
-        (None, None) => SubjectKey::Generate,
-    })
+    Ok(
+        match (choice.public_key, choice.csr, choice.public_key_from) {
+            (Some(path), _, _) => SubjectKey::SpkiDer(
+                kakunin_authority::public_key_from_pem(&read(path, "public key")?)
+                    .with_context(|| format!("{}", path.display()))?,
+            ),
+            (None, Some(path), _) => SubjectKey::SpkiDer(
+                kakunin_authority::public_key_from_csr(&read(path, "certificate signing request")?)
+                    .with_context(|| format!("{}", path.display()))?,
+            ),
+            (None, None, Some(reference)) => SubjectKey::SpkiDer(
+                kakunin_authority::public_key_from_reference(reference, &keys.options())
+                    .context("--public-key-from")?,
+            ),
+            (None, None, None) => SubjectKey::Generate,
+        },
+    )
 }
 
 /// Refuses an output path whose directory does not exist before anything
