@@ -678,43 +678,6 @@ async fn each_key_type_signs_with_its_algorithm_and_openssl_verifies() {
     }
 }
 
-/// The workspace root (scripts/ and integration/tests/py/ live there).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The venv python: `KAKUNIN_PYTHON` when scripts/test.sh has made it
-/// already, else what scripts/python-env.sh prints last. A failure to make
-/// it fails the test: interop is not optional.
-fn venv_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("KAKUNIN_PYTHON").filter(|p| !p.is_empty()) {
-        let python = PathBuf::from(python);
-        assert!(
-            python.exists(),
-            "KAKUNIN_PYTHON={} does not exist",
-            python.display()
-        );
-        return python;
-    }
-    let out = Command::new("bash")
-        .arg("scripts/python-env.sh")
-        .current_dir(workspace_root())
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "scripts/python-env.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let python = stdout.lines().last().unwrap_or_default().trim();
-    assert!(!python.is_empty(), "scripts/python-env.sh printed nothing");
-    PathBuf::from(python)
-}
-
 /// Runs verify_httpsig.py on a capture: (exit code, its JSON report).
 fn python_verify(python: &Path, capture: &Value, path: &Path) -> (i32, Value) {
     std::fs::write(path, capture.to_string()).unwrap();

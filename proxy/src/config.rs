@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
+use kakunin_signer::KeyOptions;
+
 use crate::signing::{DEFAULT_LIFETIME_SECS, MAX_LIFETIME_SECS};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:15001";
@@ -32,6 +34,7 @@ pub struct FileConfig {
     pub body_read_timeout_ms: Option<u64>,
     pub audit_log: Option<String>,
     pub allow_remote_clients: Option<bool>,
+    pub metrics_listen: Option<String>,
     #[serde(default)]
     pub identity: IdentitySection,
     #[serde(default)]
@@ -49,6 +52,11 @@ pub struct IdentitySection {
     pub key: Option<String>,
     pub issuer: Option<PathBuf>,
     pub reload_interval_ms: Option<u64>,
+    pub kms_endpoint: Option<String>,
+    pub sign_deadline_ms: Option<u64>,
+    pub sign_attempts: Option<u32>,
+    pub sign_max_pending: Option<usize>,
+    pub pkcs11_sessions: Option<usize>,
 }
 
 /// Where the agent certificate's status is asked. Whether it is asked, how
@@ -121,9 +129,33 @@ pub struct ProxyFlags {
     /// path or PEM text, is honoured too).
     #[arg(long, env = "KAKUNIN_IDENTITY_CERT")]
     pub identity_cert: Option<String>,
-    /// Agent key reference: file:/path.pem (aws-kms: and pkcs11: later).
+    /// Agent key reference: aws-kms:ARN (the seed's KMS_KEY_ARN is
+    /// honoured too), pkcs11:URI (RFC 7512) or file:/path.pem.
     #[arg(long, env = "KAKUNIN_IDENTITY_KEY")]
     pub identity_key: Option<String>,
+    /// KMS endpoint, e.g. a VPC endpoint [default: the AWS SDK's, which
+    /// honours AWS_ENDPOINT_URL_KMS]. https://, or http:// on loopback.
+    #[arg(long, env = "KAKUNIN_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// Longest one signature by a KMS or HSM key may take, retries
+    /// included, before the request fails with 503 [default: 3000].
+    #[arg(long, env = "KAKUNIN_IDENTITY_SIGN_DEADLINE_MS")]
+    pub identity_sign_deadline_ms: Option<u64>,
+    /// Attempts per KMS signature when throttled or timed out, the first
+    /// included, 1 to 10 [default: 3].
+    #[arg(long, env = "KAKUNIN_IDENTITY_SIGN_ATTEMPTS")]
+    pub identity_sign_attempts: Option<u32>,
+    /// Signatures that may wait on a KMS or HSM key at once; more fail at
+    /// once with 503 [default: 256].
+    #[arg(long, env = "KAKUNIN_IDENTITY_SIGN_MAX_PENDING")]
+    pub identity_sign_max_pending: Option<usize>,
+    /// PKCS#11 sessions opened, i.e. signatures run on the token in
+    /// parallel [default: 4].
+    #[arg(long, env = "KAKUNIN_IDENTITY_PKCS11_SESSIONS")]
+    pub identity_pkcs11_sessions: Option<usize>,
+    /// Address for GET /metrics (Prometheus text) [default: none, off].
+    #[arg(long, env = "KAKUNIN_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Certificate of the CA that issued the agent certificate, needed to
     /// check its revocation status when the certificate file holds the leaf
     /// alone.
@@ -198,6 +230,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     pub identity_cert: CertSource,
     pub identity_key: String,
+    /// How a KMS or HSM key is asked to sign.
+    pub key_options: KeyOptions,
     pub identity_issuer: Option<PathBuf>,
     pub reload_interval: Duration,
     pub ocsp_url: Option<String>,
@@ -214,6 +248,7 @@ pub struct Config {
     pub max_idle_per_host: usize,
     /// Canonical host name → pinned address.
     pub resolve: BTreeMap<String, SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -306,21 +341,35 @@ impl Config {
         if max_header_bytes < 8192 {
             bail!("max_header_bytes = {max_header_bytes}: must be at least 8192");
         }
-        let ms = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| {
-            let value = pick(flag, file).unwrap_or(default);
-            // A day is far beyond any sane deadline, and keeps deadline
-            // arithmetic (now + timeout) far from overflow.
-            if value == 0 || value > MAX_TIMEOUT_MS {
-                bail!("{name} = {value}: must be between 1 and {MAX_TIMEOUT_MS} ms");
-            }
-            Ok(Duration::from_millis(value))
-        };
         let audit_log = match pick(flags.audit_log.clone(), file.audit_log) {
             None => None,
             Some(path) if path == "-" => None,
             Some(path) => Some(PathBuf::from(path)),
         };
         let region = pick(flags.region.clone(), file.region).filter(|r| !r.trim().is_empty());
+        let metrics_listen = match pick(flags.metrics_listen.clone(), file.metrics_listen) {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().with_context(|| {
+                    format!("metrics_listen = {text:?} is not an IP:PORT address")
+                })?;
+                if !addr.ip().is_loopback() && !allow_remote {
+                    bail!(
+                        "metrics_listen = {addr} is not a loopback address; use 127.0.0.1, or \
+                         set allow_remote_clients = true if the network around it is closed"
+                    );
+                }
+                Some(addr)
+            }
+        };
+        let key_file = KeyFileOptions {
+            kms_endpoint: file.identity.kms_endpoint,
+            sign_deadline_ms: file.identity.sign_deadline_ms,
+            sign_attempts: file.identity.sign_attempts,
+            sign_max_pending: file.identity.sign_max_pending,
+            pkcs11_sessions: file.identity.pkcs11_sessions,
+        };
+        let key_options = key_options(flags, key_file)?;
         let signing_lifetime_secs = pick(
             flags.signing_lifetime_seconds,
             file.signing.lifetime_seconds,
@@ -354,6 +403,7 @@ impl Config {
             audit_log,
             identity_cert,
             identity_key,
+            key_options,
             identity_issuer: pick(flags.identity_issuer.clone(), file.identity.issuer),
             reload_interval: ms(
                 flags.identity_reload_interval_ms,
@@ -403,8 +453,64 @@ impl Config {
             )
             .unwrap_or(64),
             resolve,
+            metrics_listen,
         })
     }
+}
+
+/// The remote key's deadline, retries and limits, each bounded so that a
+/// typo cannot make a signature wait forever or retry without end.
+/// The [identity] keys about how the key is asked to sign.
+struct KeyFileOptions {
+    kms_endpoint: Option<String>,
+    sign_deadline_ms: Option<u64>,
+    sign_attempts: Option<u32>,
+    sign_max_pending: Option<usize>,
+    pkcs11_sessions: Option<usize>,
+}
+
+fn key_options(flags: &ProxyFlags, file: KeyFileOptions) -> anyhow::Result<KeyOptions> {
+    let defaults = KeyOptions::default();
+    let deadline = ms(
+        flags.identity_sign_deadline_ms,
+        file.sign_deadline_ms,
+        defaults.deadline.as_millis() as u64,
+        "identity.sign_deadline_ms",
+    )?;
+    let max_attempts =
+        pick(flags.identity_sign_attempts, file.sign_attempts).unwrap_or(defaults.max_attempts);
+    if !(1..=10).contains(&max_attempts) {
+        bail!("identity.sign_attempts = {max_attempts}: must be between 1 and 10");
+    }
+    let max_pending = pick(flags.identity_sign_max_pending, file.sign_max_pending)
+        .unwrap_or(defaults.max_pending);
+    if !(1..=65_536).contains(&max_pending) {
+        bail!("identity.sign_max_pending = {max_pending}: must be between 1 and 65536");
+    }
+    let pkcs11_sessions = pick(flags.identity_pkcs11_sessions, file.pkcs11_sessions)
+        .unwrap_or(defaults.pkcs11_sessions);
+    if !(1..=256).contains(&pkcs11_sessions) {
+        bail!("identity.pkcs11_sessions = {pkcs11_sessions}: must be between 1 and 256");
+    }
+    Ok(KeyOptions {
+        deadline,
+        max_attempts,
+        max_pending,
+        kms_endpoint: pick(flags.kms_endpoint.clone(), file.kms_endpoint)
+            .filter(|e| !e.trim().is_empty()),
+        pkcs11_sessions,
+    })
+}
+
+/// A duration in milliseconds from flag, file or default, bounded: a day is
+/// far beyond any sane deadline, and keeps deadline arithmetic (now +
+/// timeout) far from overflow.
+fn ms(flag: Option<u64>, file: Option<u64>, default: u64, name: &str) -> anyhow::Result<Duration> {
+    let value = pick(flag, file).unwrap_or(default);
+    if value == 0 || value > MAX_TIMEOUT_MS {
+        bail!("{name} = {value}: must be between 1 and {MAX_TIMEOUT_MS} ms");
+    }
+    Ok(Duration::from_millis(value))
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kakunin_signer::AgentIdentity;
+use kakunin_signer::{AgentIdentity, KeyBackend};
 use rustls_pki_types::CertificateDer;
 
 use crate::config::CertSource;
@@ -29,7 +29,13 @@ pub struct LoadedIdentity {
     pub summary: CertSummary,
 }
 
-pub fn load_identity(cert: &CertSource, key_ref: &str) -> anyhow::Result<LoadedIdentity> {
+/// Loads the certificate chain and pairs it with `backend` (already opened
+/// and wrapped by `keyguard::guard`); a certificate for another key is
+/// refused here.
+pub fn load_identity(
+    cert: &CertSource,
+    backend: Arc<dyn KeyBackend>,
+) -> anyhow::Result<LoadedIdentity> {
     let chain = match cert {
         CertSource::File(path) => kakunin_signer::load_certificate_chain(path)?,
         CertSource::Inline(pem) => {
@@ -37,7 +43,6 @@ pub fn load_identity(cert: &CertSource, key_ref: &str) -> anyhow::Result<LoadedI
         }
     };
     let summary = summarize(&chain[0]).context("agent certificate")?;
-    let backend = kakunin_signer::open_key(key_ref)?;
     let identity = AgentIdentity::new(backend, chain.clone())?;
     Ok(LoadedIdentity {
         identity: Arc::new(identity),

@@ -9,7 +9,9 @@ use crate::audit::AuditLog;
 use crate::clock::unix_now;
 use crate::config::{CertSource, Config};
 use crate::identity::load_identity;
+use crate::keyguard;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::pipeline::{Proxy, Settings};
 use crate::revocation::{spawn_watch, GateSettings, HttpUrl, RevocationGate, Subject};
 use crate::rotation::Rotation;
@@ -28,6 +30,7 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<kakunin_policy::Pol
 /// `start`, inside the runtime.
 pub struct Built {
     pub proxy: Arc<Proxy>,
+    pub metrics: Arc<Metrics>,
     pub listener: ListenerSettings,
     rotation: Option<Rotation>,
     reload_interval: Duration,
@@ -60,7 +63,13 @@ impl Built {
 
 pub fn build(config: &Config) -> anyhow::Result<Built> {
     let policy = load_policy(&config.policy)?;
-    let loaded = load_identity(&config.identity_cert, &config.identity_key)?;
+    let metrics = Arc::new(Metrics::new());
+    // Opening a remote key asks the KMS or token for its public key now, so
+    // a wrong, disabled or unreachable key stops the start with its reason.
+    let backend = kakunin_signer::open_key_with(&config.identity_key, &config.key_options)?;
+    tracing::info!(key = %backend.describe(), algorithm = %backend.algorithm(), "agent key opened");
+    let backend = keyguard::guard(backend, &policy, config.region.clone(), metrics.key.clone());
+    let loaded = load_identity(&config.identity_cert, backend)?;
     crate::identity::check_for_policy(&loaded.summary, &policy, unix_now())?;
     let issuer = match &config.identity_issuer {
         Some(path) => Some(
@@ -147,6 +156,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
     };
     Ok(Built {
         proxy,
+        metrics,
         listener: ListenerSettings {
             max_header_bytes: config.max_header_bytes,
             header_read_timeout: config.header_read_timeout,
@@ -174,9 +184,23 @@ fn watch_url(config: &Config, gate: &RevocationGate) -> anyhow::Result<Option<Ht
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (proxy, listener_settings, _background) = build(&config)?.start();
+    let built = build(&config)?;
+    let metrics = built.metrics.clone();
+    let (proxy, listener_settings, _background) = built.start();
     let listener = crate::server::bind(config.listen).await?;
     let local = listener.local_addr()?;
+    let _metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let metrics_listener = crate::metrics::bind(addr).await?;
+            // Tests and scrapers configured with port 0 read the real one here.
+            eprintln!("kakunin: metrics on {}", metrics_listener.local_addr()?);
+            Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                metrics_listener,
+                metrics,
+            ))))
+        }
+        None => None,
+    };
     tracing::info!(
         agent_id = proxy.policy.agent_id(),
         serial = %proxy.gate.subject().summary.serial_hex,
@@ -187,6 +211,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     eprintln!("kakunin: listening on {local}");
     crate::server::serve(listener, proxy, listener_settings, shutdown_signal()).await;
     Ok(())
+}
+
+/// A task that ends with the scope holding it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

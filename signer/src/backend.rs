@@ -53,6 +53,19 @@ impl KeyAlgorithm {
         }
     }
 
+    /// The algorithm of the key in a DER SubjectPublicKeyInfo, if it is one
+    /// an agent can use. Remote backends read it from the public key they
+    /// are given, which is what certificates will be checked against.
+    pub fn of_spki(spki_der: &[u8]) -> Option<KeyAlgorithm> {
+        use crate::httpsig::SigAlg;
+        Some(match SigAlg::for_spki(spki_der)? {
+            SigAlg::EcdsaP256Sha256 => KeyAlgorithm::EcdsaP256,
+            SigAlg::EcdsaP384Sha384 => KeyAlgorithm::EcdsaP384,
+            SigAlg::RsaPssSha512 => KeyAlgorithm::Rsa,
+            SigAlg::Ed25519 => KeyAlgorithm::Ed25519,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyAlgorithm::EcdsaP256 => "ecdsa-p256",

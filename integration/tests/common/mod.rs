@@ -2,6 +2,8 @@
 //! exchange, and `kakunin proxy` as a real child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod moto;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -221,6 +223,21 @@ impl Pki {
         upstream: SocketAddr,
         extra: &str,
     ) -> PathBuf {
+        let key = format!("file:{}", key.display());
+        self.write_config_for_key(policy, cert, &key, upstream, extra, "")
+    }
+
+    /// A kakunin.toml whose key is any reference (`aws-kms:`, `pkcs11:`,
+    /// `file:`); `identity_extra` goes into its [identity] section.
+    pub fn write_config_for_key(
+        &self,
+        policy: &Path,
+        cert: &Path,
+        key: &str,
+        upstream: SocketAddr,
+        extra: &str,
+        identity_extra: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"listen = "127.0.0.1:0"
 policy = "{policy}"
@@ -229,8 +246,9 @@ audit_log = "{audit}"
 {extra}
 [identity]
 cert = "{cert}"
-key = "file:{key}"
+key = "{key}"
 issuer = "{issuer}"
+{identity_extra}
 [upstream]
 ca = "{ca}"
 [upstream.resolve]
@@ -240,7 +258,6 @@ ca = "{ca}"
             policy = policy.display(),
             audit = self.path("audit.jsonl").display(),
             cert = cert.display(),
-            key = key.display(),
             ca = self.exchange_ca.certificate_path().display(),
             issuer = self.agents_ca.certificate_path().display(),
         );
@@ -291,7 +308,15 @@ pub fn serial_of(cert_pem_path: &Path) -> String {
 /// `kakunin proxy` as a child process; killed on drop.
 pub struct ProxyProcess {
     pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
     child: Child,
+}
+
+/// What the proxy's stderr said while it started.
+enum Started {
+    Listening(SocketAddr),
+    Metrics(SocketAddr),
+    Other(String),
 }
 
 impl ProxyProcess {
@@ -300,12 +325,24 @@ impl ProxyProcess {
     }
 
     pub fn start_with(config: &Path, args: &[&str]) -> ProxyProcess {
+        Self::try_start(config, args, &[])
+            .unwrap_or_else(|stderr| panic!("proxy did not start; its stderr:\n{stderr}"))
+    }
+
+    /// Starts the proxy with extra environment; `Err` holds its stderr when
+    /// it exits (or stays silent for 30 s) instead of listening.
+    pub fn try_start(
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<ProxyProcess, String> {
         let mut child = Command::new(kakunin_bin())
             .arg("proxy")
             .arg("--config")
             .arg(config)
             .args(args)
             .env("KAKUNIN_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -316,24 +353,61 @@ impl ProxyProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("kakunin: listening on ") {
-                    let _ = tx.send(Ok(addr.parse::<SocketAddr>().unwrap()));
+                    let _ = tx.send(Started::Listening(addr.parse::<SocketAddr>().unwrap()));
+                } else if let Some(addr) = line.strip_prefix("kakunin: metrics on ") {
+                    let _ = tx.send(Started::Metrics(addr.parse::<SocketAddr>().unwrap()));
                 } else {
-                    let _ = tx.send(Err(line.clone()));
+                    let _ = tx.send(Started::Other(line.clone()));
                     eprintln!("[proxy] {line}");
                 }
             }
         });
         let mut seen = Vec::new();
+        let mut metrics = None;
         loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(Ok(addr)) => return ProxyProcess { addr, child },
-                Ok(Err(line)) => seen.push(line),
+                Ok(Started::Listening(addr)) => {
+                    return Ok(ProxyProcess {
+                        addr,
+                        metrics,
+                        child,
+                    })
+                }
+                Ok(Started::Metrics(addr)) => metrics = Some(addr),
+                Ok(Started::Other(line)) => seen.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("proxy did not start; its stderr:\n{}", seen.join("\n"));
+                    let _ = child.wait();
+                    return Err(seen.join("\n"));
                 }
             }
         }
+    }
+
+    /// The proxy's /metrics text (it must have been started with
+    /// `metrics_listen`).
+    pub fn metrics(&self) -> String {
+        let addr = self.metrics.expect("proxy started without metrics_listen");
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{addr}/metrics"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// One sample's value from /metrics, e.g.
+    /// `kakunin_key_sign_calls_total{backend="aws-kms"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn url(&self) -> String {
@@ -537,4 +611,41 @@ impl Drop for ListeningProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The workspace root (scripts/ and integration/tests/py/ live there).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The venv python: `KAKUNIN_PYTHON` when scripts/test.sh has made it
+/// already, else what scripts/python-env.sh prints last. A failure to make
+/// it fails the test: interop is not optional.
+pub fn venv_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("KAKUNIN_PYTHON").filter(|p| !p.is_empty()) {
+        let python = PathBuf::from(python);
+        assert!(
+            python.exists(),
+            "KAKUNIN_PYTHON={} does not exist",
+            python.display()
+        );
+        return python;
+    }
+    let out = Command::new("bash")
+        .arg("scripts/python-env.sh")
+        .current_dir(workspace_root())
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "scripts/python-env.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let python = stdout.lines().last().unwrap_or_default().trim();
+    assert!(!python.is_empty(), "scripts/python-env.sh printed nothing");
+    PathBuf::from(python)
 }

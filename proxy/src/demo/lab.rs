@@ -138,6 +138,7 @@ impl Lab {
             audit_log: Some(audit_log.clone()),
             identity_cert: CertSource::File(cert_path.clone()),
             identity_key: format!("file:{}", key_path.display()),
+            key_options: kakunin_signer::KeyOptions::default(),
             identity_issuer: Some(agents_ca.certificate_path()),
             reload_interval: Duration::from_secs(1),
             ocsp_url: None,
@@ -151,6 +152,7 @@ impl Lab {
             idle_timeout: Duration::from_secs(90),
             max_idle_per_host: 16,
             resolve: pinned,
+            metrics_listen: None,
         };
         let (proxy, settings, background) = crate::run::build(&config)?.start();
         let listener = crate::server::bind(config.listen).await?;

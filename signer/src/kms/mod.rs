@@ -1,38 +1,197 @@
-//! Placeholder while the backend is written; refuses every reference.
+//! `aws-kms:` keys: the private key stays in AWS KMS; this process holds
+//! the key's ARN and public key, and asks KMS for every signature.
+
+mod client;
+mod errors;
+mod reference;
+mod spec;
+
+use std::time::Duration;
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeyState, KeyUsageType};
+use aws_sdk_kms::Client;
 use rustls::SignatureScheme;
 
 use crate::backend::{KeyAlgorithm, KeyBackend, KeyError, Locality};
-use crate::options::KeyOptions;
+use crate::options::{Admission, KeyOptions};
+use client::KmsRuntime;
+
+/// Opening a key is allowed at least this long: at start the credential
+/// chain may have to ask the instance metadata service or STS first.
+const MIN_OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
-pub(crate) struct AwsKmsKey;
+pub(crate) struct AwsKmsKey {
+    key_id: String,
+    described: String,
+    algorithm: KeyAlgorithm,
+    spki: Vec<u8>,
+    client: Client,
+    deadline: Duration,
+    admission: Admission,
+    // Last, so the client's tasks are gone before their runtime is.
+    runtime: KmsRuntime,
+}
 
 impl AwsKmsKey {
-    pub(crate) fn open(reference: &str, _options: &KeyOptions) -> Result<Self, KeyError> {
-        Err(KeyError::Unsupported {
-            reference: reference.into(),
-            reason: "not written yet".into(),
+    /// Opens `reference` (what follows `aws-kms:`): reads the public key
+    /// and checks the key can sign now, so a wrong, disabled or deleted key
+    /// fails at start with KMS's own reason.
+    pub(crate) fn open(reference: &str, options: &KeyOptions) -> Result<Self, KeyError> {
+        let described = format!("aws-kms:{reference}");
+        let open_error = |reason: String| KeyError::Open {
+            key: described.clone(),
+            reason,
+        };
+        let key = reference::parse(reference)
+            .map_err(|r| open_error(format!("bad key reference: {r}")))?;
+        let runtime = KmsRuntime::new().map_err(open_error)?;
+        let open_deadline = options.deadline.max(MIN_OPEN_DEADLINE);
+        let mut open_options = options.clone();
+        open_options.deadline = open_deadline;
+
+        let key_id = key.key_id.clone();
+        let opened = runtime
+            .run(open_deadline, async move {
+                let client = client::client(key.clone(), open_options).await?;
+                let public = client
+                    .get_public_key()
+                    .key_id(&key.key_id)
+                    .send()
+                    .await
+                    .map_err(|e| reason_of(&e, open_deadline))?;
+                // DescribeKey tells a disabled or deleted key apart before
+                // the first handshake does. A key policy may rightly not
+                // grant it (Sign and GetPublicKey are all the proxy needs):
+                // then the state is learnt at the first signature.
+                let state = match client.describe_key().key_id(&key.key_id).send().await {
+                    Ok(described) => described.key_metadata.map(|m| m.key_state),
+                    Err(e) if is_access_denied(&e) => None,
+                    Err(e) => return Err(reason_of(&e, open_deadline)),
+                };
+                Ok::<_, String>((client, public, state.flatten()))
+            })
+            .ok_or_else(|| open_error(format!("KMS did not answer within {open_deadline:?}")))?
+            .map_err(open_error)?;
+        let (client, public, state) = opened;
+
+        match state {
+            None | Some(KeyState::Enabled) => {}
+            Some(other) => {
+                return Err(open_error(format!(
+                    "the key is {}, not Enabled",
+                    other.as_str()
+                )))
+            }
+        }
+        if public.key_usage != Some(KeyUsageType::SignVerify) {
+            return Err(open_error(format!(
+                "the key's usage is {}, not SIGN_VERIFY",
+                public.key_usage.as_ref().map_or("unknown", |u| u.as_str())
+            )));
+        }
+        let spki = public
+            .public_key
+            .map(Blob::into_inner)
+            .filter(|der| !der.is_empty())
+            .ok_or_else(|| open_error("KMS returned no public key".into()))?;
+        let algorithm = KeyAlgorithm::of_spki(&spki).ok_or_else(|| {
+            open_error("the key's public key is not EC P-256, EC P-384, RSA or Ed25519".into())
+        })?;
+        // Older KMS-compatible services leave KeySpec out; when it is there
+        // it must say what the public key says.
+        if let Some(spec) = public.key_spec.as_ref() {
+            let named = spec::algorithm_for(spec).map_err(open_error)?;
+            if named != algorithm {
+                return Err(open_error(format!(
+                    "KMS says the key is {} but its public key is {algorithm}",
+                    spec.as_str()
+                )));
+            }
+        }
+        Ok(AwsKmsKey {
+            key_id,
+            described,
+            algorithm,
+            spki,
+            client,
+            deadline: options.deadline,
+            admission: Admission::new(options.max_pending),
+            runtime,
         })
     }
 }
 
+fn reason_of<E, R>(err: &aws_sdk_kms::error::SdkError<E, R>, deadline: Duration) -> String
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    errors::classify("the key", deadline, err).to_string()
+}
+
+fn is_access_denied<E, R>(err: &aws_sdk_kms::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "AccessDeniedException")
+}
+
 impl KeyBackend for AwsKmsKey {
     fn describe(&self) -> String {
-        String::new()
+        self.described.clone()
     }
+
     fn algorithm(&self) -> KeyAlgorithm {
-        KeyAlgorithm::EcdsaP256
+        self.algorithm
     }
+
     fn public_key_spki(&self) -> &[u8] {
-        &[]
+        &self.spki
     }
+
     fn locality(&self) -> Locality {
         Locality::Remote
     }
-    fn sign(&self, scheme: SignatureScheme, _message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        Err(KeyError::SchemeUnsupported {
-            key: String::new(),
-            scheme,
-        })
+
+    fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let call =
+            spec::plan(self.algorithm, scheme, message).map_err(|reason| KeyError::Sign {
+                key: self.described.clone(),
+                reason,
+            })?;
+        let _admitted = self.admission.enter(&self.described)?;
+        let request = self
+            .client
+            .sign()
+            .key_id(&self.key_id)
+            .message(Blob::new(call.message))
+            .message_type(call.message_type)
+            .signing_algorithm(call.algorithm);
+        let deadline = self.deadline;
+        let key = self.described.clone();
+        let answer = self
+            .runtime
+            .run(deadline, async move {
+                match request.send().await {
+                    Ok(signed) => signed
+                        .signature
+                        .map(Blob::into_inner)
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| KeyError::Sign {
+                            key,
+                            reason: "KMS answered without a signature".into(),
+                        }),
+                    Err(e) => Err(errors::classify(&key, deadline, &e)),
+                }
+            })
+            .ok_or_else(|| KeyError::Timeout {
+                key: self.described.clone(),
+                after: deadline,
+            })?;
+        answer
     }
 }
