@@ -20,6 +20,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::kakunin_bin;
+use common::moto::{aws_env, Moto};
+use kakunin_signer::KeyBackend as _;
+use std::sync::Arc;
 
 const SEED_POLICY: &str = include_str!("../../policy/tests/fixtures/seed-policy.json");
 const AGENT: &str = "trading_bot_v2";
@@ -72,11 +75,48 @@ struct KeyStore {
     /// Set for every kakunin command (e.g. KAKUNIN_KMS_ENDPOINT, a PIN).
     env: Vec<(String, String)>,
     make_key: MakeKey,
+    /// The DER SubjectPublicKeyInfo of a key this store made, read the
+    /// store's own way (not through kakunin).
+    public_key: Box<dyn Fn(&str) -> Vec<u8>>,
 }
 
 /// Every store the CA is tested with.
 fn stores() -> Vec<KeyStore> {
-    vec![KeyStore {
+    vec![file_store(), kms_store()]
+}
+
+/// moto's KMS-compatible server, for `aws-kms:` keys. The server lives as
+/// long as the store (the closure holds it) and is stopped with it.
+fn kms_store() -> KeyStore {
+    let moto = Arc::new(Moto::start());
+    let reader = moto.clone();
+    let mut env: Vec<(String, String)> = aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    env.push(("KAKUNIN_KMS_ENDPOINT".into(), moto.endpoint()));
+    KeyStore {
+        name: "aws-kms (moto)",
+        env,
+        make_key: Box::new(move |_root, kind, _label| {
+            let spec = match kind {
+                KeyType::P256 => "ECC_NIST_P256",
+                KeyType::P384 => "ECC_NIST_P384",
+                KeyType::Rsa2048 => "RSA_2048",
+                // moto has no Ed25519 keys.
+                KeyType::Ed25519 => return None,
+            };
+            Some(format!("aws-kms:{}", moto.create_key(spec).arn))
+        }),
+        public_key: Box::new(move |reference| {
+            let arn = reference.strip_prefix("aws-kms:").unwrap();
+            reader.public_key_der(arn)
+        }),
+    }
+}
+
+fn file_store() -> KeyStore {
+    KeyStore {
         name: "file",
         env: Vec::new(),
         make_key: Box::new(|root, kind, label| {
@@ -88,7 +128,15 @@ fn stores() -> Vec<KeyStore> {
             ok(root, "openssl", &args);
             Some(format!("file:{}", path.display()))
         }),
-    }]
+        public_key: Box::new(|reference| {
+            let path = reference.strip_prefix("file:").unwrap();
+            let pem = std::fs::read(path).unwrap();
+            kakunin_signer::FileKey::from_pem(path, &pem)
+                .unwrap()
+                .public_key_spki()
+                .to_vec()
+        }),
+    }
 }
 
 /// A directory with the policy, in which every command runs.
@@ -284,18 +332,9 @@ fn text(bytes: &[u8]) -> String {
 /// The agent's public key as kakunin-signer reads it from the reference,
 /// in openssl's PEM, to compare with the certificate's.
 fn public_key_pem(lab: &Lab<'_>, reference: &str) -> String {
-    let options = kakunin_signer::KeyOptions {
-        kms_endpoint: lab
-            .store
-            .env
-            .iter()
-            .find(|(name, _)| name == "KAKUNIN_KMS_ENDPOINT")
-            .map(|(_, value)| value.clone()),
-        ..kakunin_signer::KeyOptions::default()
-    };
-    let key = kakunin_signer::open_key_with(reference, &options).unwrap();
+    let spki = (lab.store.public_key)(reference);
     let der = lab.path("agent-spki.der");
-    std::fs::write(&der, key.public_key_spki()).unwrap();
+    std::fs::write(&der, spki).unwrap();
     lab.openssl(&[
         "pkey",
         "-pubin",

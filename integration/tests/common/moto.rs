@@ -175,11 +175,15 @@ impl Moto {
     /// The key's public key as PEM SubjectPublicKeyInfo, for
     /// `kakunin ca issue --public-key`.
     pub fn public_key_pem(&self, key: &KmsKey) -> String {
+        pem_block("PUBLIC KEY", &self.public_key_der(&key.id))
+    }
+
+    /// The DER SubjectPublicKeyInfo of a key (by id or ARN).
+    pub fn public_key_der(&self, key_id: &str) -> Vec<u8> {
         let out = self
-            .call(self.client.get_public_key().key_id(&key.id).send())
+            .call(self.client.get_public_key().key_id(key_id).send())
             .expect("GetPublicKey");
-        let der = out.public_key.expect("public key").into_inner();
-        pem_block("PUBLIC KEY", &der)
+        out.public_key.expect("public key").into_inner()
     }
 }
 
