@@ -5,11 +5,43 @@
 //! (CKM_ECDSA, CKM_RSA_PKCS_PSS, CKM_RSA_PKCS) on every token. A token that
 //! lacks a raw mechanism but has its hashing variant gets the message.
 
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::slot::Slot;
 use ring::digest;
 use rustls::SignatureScheme;
+
+/// Every mechanism [`request`] may choose.
+const CANDIDATES: [MechanismType; 12] = [
+    MechanismType::ECDSA,
+    MechanismType::ECDSA_SHA256,
+    MechanismType::ECDSA_SHA384,
+    MechanismType::RSA_PKCS_PSS,
+    MechanismType::SHA256_RSA_PKCS_PSS,
+    MechanismType::SHA384_RSA_PKCS_PSS,
+    MechanismType::SHA512_RSA_PKCS_PSS,
+    MechanismType::RSA_PKCS,
+    MechanismType::SHA256_RSA_PKCS,
+    MechanismType::SHA384_RSA_PKCS,
+    MechanismType::SHA512_RSA_PKCS,
+    MechanismType::EDDSA,
+];
+
+/// The candidates the token can sign with. Asked one by one rather than
+/// through C_GetMechanismList, whose vendor mechanisms cryptoki logs as
+/// errors, and so that the CKF_SIGN flag is checked too.
+pub(crate) fn offered(context: &Pkcs11, slot: Slot) -> Vec<MechanismType> {
+    CANDIDATES
+        .into_iter()
+        .filter(|m| {
+            context
+                .get_mechanism_info(slot, *m)
+                .is_ok_and(|info| info.sign())
+        })
+        .collect()
+}
 
 /// What to ask the token for, and what to do with its answer.
 pub(crate) struct Request {

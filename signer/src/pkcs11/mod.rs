@@ -87,9 +87,7 @@ impl Pkcs11Key {
             .ok_or_else(|| open_error("no module".into()))?;
         let context = token::load(module).map_err(open_error)?;
         let slot = token::find_token(&context, &uri).map_err(open_error)?;
-        let offered = context
-            .get_mechanism_list(slot)
-            .map_err(|e| open_error(format!("cannot list the token's mechanisms: {e}")))?;
+        let offered = mechanism::offered(&context, slot);
 
         let session = context
             .open_ro_session(slot)
