@@ -20,7 +20,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::kakunin_bin;
-use common::moto::{aws_env, Moto};
+use common::kms::aws_env;
+use common::moto::Moto;
 use kakunin_signer::KeyBackend as _;
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! exchange, and `kakunin proxy` as a real child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod kms;
 pub mod moto;
 pub mod softhsm;
 

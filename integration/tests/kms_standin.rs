@@ -1,0 +1,192 @@
+//! The `aws-kms:` key backend against the KMS stand-in (kms-standin/),
+//! where moto cannot serve: a KMS that is slow (a Sign held for as long as
+//! the test wants), one that throttles, and a key disabled while the proxy
+//! runs. The real binary and the real AWS SDK on both sides.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::kms::{trade, KmsAdmin, KmsAgent, KmsKey};
+use common::*;
+use kakunin_kms_standin::{KeySpec, Settings, Standin};
+
+/// A stand-in with one P-256 key, its admin client and an agent for it.
+async fn standin_agent() -> (Standin, KmsAdmin, KmsKey, KmsAgent) {
+    let standin = Standin::start(Settings::default()).await.unwrap();
+    let made = standin.create_key(KeySpec::EccNistP256).unwrap();
+    let key = KmsKey {
+        id: made.key_id,
+        arn: made.arn,
+    };
+    let admin = KmsAdmin::new(&standin.endpoint_url());
+    let agent = KmsAgent::new(&admin, &key, standin.endpoint_url()).await;
+    (standin, admin, key, agent)
+}
+
+fn get(proxy: &ProxyProcess, url: &str) -> tokio::task::JoinHandle<Answer> {
+    tokio::spawn(curl_async(proxy.url(), vec![url.to_string()]))
+}
+
+fn post_trade(proxy: &ProxyProcess) -> tokio::task::JoinHandle<Answer> {
+    tokio::spawn(curl_async(
+        proxy.url(),
+        [
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            common::kms::TRADE,
+            "http://api.exchange.com/v1/trades",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ))
+}
+
+/// KMS stops answering Sign (held by the stand-in) while handshakes and
+/// request signatures wait for it, more of them than the proxy has worker
+/// threads. A request that needs no new signature (an unsigned GET over the
+/// pooled connection) still completes while they wait; releasing KMS
+/// completes them too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_kms_delays_only_the_requests_that_wait_for_it() {
+    let (standin, _admin, key, agent) = standin_agent().await;
+    let proxy = agent.start(&key.arn, "sign_deadline_ms = 120000");
+    // The pooled connection to the exchange: one handshake, one signature.
+    let warm = get(&proxy, "http://api.exchange.com/v1/prices")
+        .await
+        .unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.body);
+    let signs_before = standin.stats().sign_accepted;
+
+    // Hold every Sign: the stand-in applies a delay change to calls
+    // already waiting, so lowering it later releases them.
+    standin.set_sign_delay(Duration::from_secs(3600));
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        // A signed trade: its request signature waits.
+        waiting.push(post_trade(&proxy));
+        // A new host: its handshake's signature waits.
+        waiting.push(get(&proxy, "http://market-data.provider.com/v1/prices"));
+    }
+    // All eight are inside the stand-in before the check below. Were a
+    // waiting handshake to hold a proxy worker, the proxy would stall here
+    // with fewer: that is the failure this test is for.
+    let mut polls = 0;
+    while standin.stats().sign_in_flight < 8 {
+        polls += 1;
+        assert!(
+            polls < 3000,
+            "only {} of 8 signatures reached KMS: the proxy stalled behind the held ones",
+            standin.stats().sign_in_flight
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for _ in 0..3 {
+        let quick = get(&proxy, "http://api.exchange.com/v1/prices")
+            .await
+            .unwrap();
+        assert_eq!(quick.status, 200, "{}", quick.body);
+    }
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "a request that waits for KMS finished while KMS was held"
+    );
+    assert_eq!(standin.stats().sign_accepted, signs_before);
+
+    standin.set_sign_delay(Duration::ZERO);
+    for answer in waiting {
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(standin.stats().sign_accepted, signs_before + 8);
+}
+
+/// A Sign that outlasts the deadline fails the request closed, and the
+/// ones that need no signature are untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signature_past_its_deadline_is_a_503_and_nothing_goes_out() {
+    let (standin, _admin, key, agent) = standin_agent().await;
+    let proxy = agent.start(&key.arn, "sign_deadline_ms = 500\nsign_attempts = 1");
+    assert_eq!(trade(&proxy).status, 200);
+    let before = agent.exchange.requests();
+
+    standin.set_sign_delay(Duration::from_secs(3600));
+    let refused = trade(&proxy);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "signer_unavailable");
+    assert_eq!(
+        agent.exchange.requests(),
+        before,
+        "an unsigned trade went out"
+    );
+    let read = curl(&proxy, &["http://api.exchange.com/v1/prices"]);
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(
+        proxy.metric(r#"kakunin_key_sign_errors_total{backend="aws-kms",kind="timeout"}"#),
+        1.0,
+        "{}",
+        proxy.metrics()
+    );
+    standin.set_sign_delay(Duration::ZERO);
+}
+
+/// Over KMS's request quota: the SDK retries a bounded number of times,
+/// then the request gets 503 and is not forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_past_the_retries_is_a_503() {
+    let (standin, _admin, key, agent) = standin_agent().await;
+    let proxy = agent.start(&key.arn, "sign_attempts = 2");
+    assert_eq!(trade(&proxy).status, 200);
+    let before = agent.exchange.requests();
+    let throttled_before = standin.stats().sign_throttled;
+
+    standin.set_quota(Some(0));
+    let refused = trade(&proxy);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "signer_unavailable");
+    assert_eq!(agent.exchange.requests(), before);
+    // Both attempts reached KMS, and no more.
+    assert_eq!(standin.stats().sign_throttled - throttled_before, 2);
+    assert_eq!(
+        proxy.metric(r#"kakunin_key_sign_errors_total{backend="aws-kms",kind="throttled"}"#),
+        1.0,
+        "{}",
+        proxy.metrics()
+    );
+
+    standin.set_quota(None);
+    assert_eq!(trade(&proxy).status, 200);
+}
+
+/// A key disabled while the proxy runs: the next signature is refused by
+/// KMS, the request gets 503, and nothing goes out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_disabled_at_run_time_fails_closed_with_503() {
+    let (_standin, admin, key, agent) = standin_agent().await;
+    let proxy = agent.start(&key.arn, "");
+    assert_eq!(trade(&proxy).status, 200);
+    let before = agent.exchange.requests();
+
+    admin.disable(&key);
+    let refused = trade(&proxy);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "signer_unavailable");
+    let refused = curl(&proxy, &["http://market-data.provider.com/v1/prices"]);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(
+        agent.exchange.requests(),
+        before,
+        "something went out unsigned"
+    );
+    assert_eq!(
+        proxy.metric(r#"kakunin_key_sign_errors_total{backend="aws-kms",kind="refused"}"#),
+        2.0,
+        "{}",
+        proxy.metrics()
+    );
+}
