@@ -70,6 +70,9 @@ impl KeyType {
 /// returns its reference, or `None` if this store cannot hold the type.
 type MakeKey = Box<dyn Fn(&Path, KeyType, &str) -> Option<String>>;
 
+/// Reads a key's DER SubjectPublicKeyInfo from its reference.
+type ReadPublicKey = Box<dyn Fn(&str) -> Vec<u8>>;
+
 /// Somewhere keys live, and how kakunin is told to reach it.
 struct KeyStore {
     name: &'static str,
@@ -78,7 +81,7 @@ struct KeyStore {
     make_key: MakeKey,
     /// The DER SubjectPublicKeyInfo of a key this store made, read the
     /// store's own way (not through kakunin).
-    public_key: Box<dyn Fn(&str) -> Vec<u8>>,
+    public_key: ReadPublicKey,
 }
 
 /// Every store the CA is tested with.
