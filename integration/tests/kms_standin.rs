@@ -103,7 +103,9 @@ async fn a_slow_kms_delays_only_the_requests_that_wait_for_it() {
         let answer = answer.await.unwrap();
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
-    assert_eq!(standin.stats().sign_accepted, signs_before + 8);
+    // The eight held, and the handshakes of any new connections the
+    // released trades needed (how many depends on how they interleave).
+    assert!(standin.stats().sign_accepted >= signs_before + 8);
 }
 
 /// A Sign that outlasts the deadline fails the request closed, and the
