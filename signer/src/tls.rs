@@ -221,9 +221,11 @@ impl Signer for BackendSigner {
 }
 
 /// rustls calls `Signer::sign` synchronously inside the handshake, which runs
-/// on an async worker. For a remote key that call waits on the network, so on
-/// a multi-threaded tokio runtime the worker hands its other tasks to another
-/// thread first (`block_in_place`) and only this connection waits.
+/// on an async worker. A remote key's call is done elsewhere (a KMS call on
+/// the key's own runtime, an HSM call on one of its sessions) and bounded by
+/// the key's deadline, but this thread still waits for the answer; so on a
+/// multi-threaded tokio runtime the worker first hands its other tasks to
+/// another thread (`block_in_place`), and only this connection waits.
 #[cfg(feature = "tokio")]
 fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
