@@ -3,6 +3,7 @@
 
 mod agents;
 mod gateway;
+mod kms;
 mod revocation;
 mod verify;
 
@@ -68,10 +69,58 @@ enum Command {
         #[arg(long, default_value = "bench/results/gateway.json")]
         out: PathBuf,
     },
+    /// The agent key in a PEM file vs in AWS KMS (the KMS stand-in, with a
+    /// delay per Sign and a Sign quota): signatures per forwarded request
+    /// (unsigned GETs, signed POSTs), throughput, latency and status mix.
+    Kms {
+        /// Agent keep-alive connections sending at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Requests per closed-loop run.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// Requests per second of the open-loop signed-POST runs.
+        #[arg(long, default_value_t = 250.0)]
+        rate: f64,
+        /// Length of each open-loop run.
+        #[arg(long, default_value_t = 15.0)]
+        rate_seconds: f64,
+        /// Added to every Sign by the stand-in (KMS's latency from afar).
+        #[arg(long, default_value_t = 20)]
+        kms_delay_ms: u64,
+        /// Sign calls per second the stand-in allows (AWS's default for ECC
+        /// keys is 300); 0 for no quota.
+        #[arg(long, default_value_t = 300)]
+        kms_quota: u32,
+        /// Where the results (JSON) are written.
+        #[arg(long, default_value = "bench/results/kms.json")]
+        out: PathBuf,
+    },
+}
+
+/// The environment the AWS SDK's standard chain reads inside the proxy's
+/// `aws-kms:` backend: static test credentials (the stand-in checks none)
+/// and nothing from ~/.aws or the instance metadata service. The proxy
+/// runs in this process, so the variables must be this process's; they are
+/// set before the runtime starts, while no other thread can read the
+/// environment at the same time.
+fn set_aws_env() {
+    for (name, value) in [
+        ("AWS_ACCESS_KEY_ID", "kakunin-bench"),
+        ("AWS_SECRET_ACCESS_KEY", "kakunin-bench"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+    ] {
+        std::env::set_var(name, value);
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Kms { .. }) {
+        set_aws_env();
+    }
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -110,6 +159,25 @@ fn main() -> anyhow::Result<()> {
                 requests: requests.max(1),
                 concurrency,
                 runs,
+            },
+            &out,
+        )),
+        Command::Kms {
+            concurrency,
+            requests,
+            rate,
+            rate_seconds,
+            kms_delay_ms,
+            kms_quota,
+            out,
+        } => runtime()?.block_on(kms::run(
+            &kms::Settings {
+                concurrency: concurrency.max(1),
+                requests,
+                rate,
+                rate_seconds,
+                kms_delay: std::time::Duration::from_millis(kms_delay_ms),
+                kms_quota: (kms_quota > 0).then_some(kms_quota),
             },
             &out,
         )),
