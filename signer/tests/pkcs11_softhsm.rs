@@ -343,6 +343,30 @@ fn sessions_logged_out_under_the_key_are_replaced_and_logged_in_again() {
 }
 
 #[test]
+fn a_p11_kit_module_name_and_an_unbounded_deadline_work() {
+    let (token, _) = token_with(KeyKind::P256);
+    // Debian's softhsm2-common installs p11-kit's softhsm2.module.
+    let uri = token.uri("object=agent").replace(
+        &format!("module-path={}", softhsm::MODULE),
+        "module-name=softhsm2",
+    );
+    let options = KeyOptions {
+        deadline: Duration::MAX,
+        ..KeyOptions::default()
+    };
+    let key = open_key_with(&uri, &options).unwrap_or_else(|e| panic!("{uri}: {e}"));
+    let sig = key
+        .sign(SignatureScheme::ECDSA_NISTP256_SHA256, b"m")
+        .unwrap();
+    verify(
+        key.as_ref(),
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        b"m",
+        &sig,
+    );
+}
+
+#[test]
 fn the_private_key_never_leaves_the_token() {
     let (token, _) = token_with(KeyKind::P384);
     let key = open(&token.uri("object=agent"));

@@ -210,7 +210,10 @@ impl KeyBackend for Pkcs11Key {
             });
         }
         let _admitted = self.admission.enter(&self.name)?;
-        let deadline = Instant::now() + self.deadline;
+        // A configured deadline too large for Instant means "no deadline".
+        let deadline = Instant::now()
+            .checked_add(self.deadline)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
         let request = mechanism::request(scheme, message, &self.offered).map_err(|reason| {
             KeyError::Refused {
                 key: self.describe(),
