@@ -28,4 +28,14 @@ export KAKUNIN_PYTHON
 
 # The end-to-end tests run the real binary: build it first.
 cargo build --locked --workspace --bins
+# The README's other command, as a newcomer types it (in the dev profile, to
+# spare a release build): it must resolve to the kakunin binary and the demo
+# must get every answer it expects.
+demo_log="$(mktemp)"
+if ! cargo run --locked -q -- demo >"$demo_log" 2>&1; then
+  cat "$demo_log"; rm -f "$demo_log"
+  echo "test.sh: cargo run -- demo failed" >&2
+  exit 1
+fi
+rm -f "$demo_log"
 cargo test --locked --workspace
