@@ -1,7 +1,8 @@
 //! The `aws-kms:` key backend against the KMS stand-in (kms-standin/),
 //! where moto cannot serve: a KMS that is slow (a Sign held for as long as
 //! the test wants), one that throttles, and a key disabled while the proxy
-//! runs. The real binary and the real AWS SDK on both sides.
+//! runs; and an RSA key, whose RSASSA-PSS signatures moto makes with a salt
+//! no TLS peer accepts. The real binary and the real AWS SDK on both sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,6 +12,8 @@ use std::time::Duration;
 use common::kms::{trade, KmsAdmin, KmsAgent, KmsKey};
 use common::*;
 use kakunin_kms_standin::{KeySpec, Settings, Standin};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivatePkcs8KeyDer;
 
 /// A stand-in with one P-256 key, its admin client and an agent for it.
 async fn standin_agent() -> (Standin, KmsAdmin, KmsKey, KmsAgent) {
@@ -23,6 +26,32 @@ async fn standin_agent() -> (Standin, KmsAdmin, KmsKey, KmsAgent) {
     let admin = KmsAdmin::new(&standin.endpoint_url());
     let agent = KmsAgent::new(&admin, &key, standin.endpoint_url()).await;
     (standin, admin, key, agent)
+}
+
+/// A fresh RSA-2048 private key as PKCS#8 DER, from the `openssl` CLI
+/// (ring, which the stand-in signs with, cannot generate RSA keys).
+fn openssl_rsa_2048_pkcs8() -> Vec<u8> {
+    // PEM and then its DER: OpenSSL 3.0's `genpkey -outform DER` writes the
+    // traditional PKCS#1 form, where its PEM output is PKCS#8.
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("the openssl CLI runs");
+    assert!(
+        out.status.success(),
+        "openssl genpkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PrivatePkcs8KeyDer::from_pem_slice(&out.stdout)
+        .expect("openssl wrote a PKCS#8 PEM")
+        .secret_pkcs8_der()
+        .to_vec()
 }
 
 fn get(proxy: &ProxyProcess, url: &str) -> tokio::task::JoinHandle<Answer> {
@@ -191,4 +220,47 @@ async fn a_key_disabled_at_run_time_fails_closed_with_503() {
         "{}",
         proxy.metrics()
     );
+}
+
+/// An RSA key in "KMS": the exchange requires a client certificate, so the
+/// trade's TLS 1.3 handshake is signed by KMS with RSASSA-PSS (a salt as
+/// long as the digest, which the exchange's TLS stack insists on), and its
+/// request signature is `rsa-pss-sha512`, again made by KMS.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rsa_kms_key_completes_tls13_and_signs_requests() {
+    let standin = Standin::start(Settings::default()).await.unwrap();
+    // The key material is made here only because the stand-in plays KMS's
+    // HSM and cannot generate RSA keys itself: it goes into the stand-in and
+    // nowhere else. The proxy gets the key's ARN and never sees the key.
+    let made = standin.import_key(&openssl_rsa_2048_pkcs8()).unwrap();
+    assert_eq!(made.spec, KeySpec::Rsa2048);
+    let key = KmsKey {
+        id: made.key_id,
+        arn: made.arn,
+    };
+    let admin = KmsAdmin::new(&standin.endpoint_url());
+    let agent = KmsAgent::new(&admin, &key, standin.endpoint_url()).await;
+    let proxy = agent.start(&key.arn, "");
+
+    let answer = trade(&proxy);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(agent.exchange.handshakes(), 1);
+    assert_eq!(answer.json()["client_cert_cn"], "trading_bot_v2");
+    agent.verify_echo(&answer);
+    let echo = answer.json();
+    let input = echo["headers"]["signature-input"].as_str().unwrap_or("");
+    assert!(
+        input.contains("alg=\"rsa-pss-sha512\""),
+        "request signature algorithm: {echo}"
+    );
+
+    // One handshake and one request signature: two KMS calls, both made by
+    // the stand-in.
+    assert_eq!(
+        proxy.metric(r#"kakunin_key_sign_calls_total{backend="aws-kms"}"#),
+        2.0,
+        "{}",
+        proxy.metrics()
+    );
+    assert_eq!(standin.stats().sign_accepted, 2);
 }

@@ -1,9 +1,9 @@
 //! Errors: the KMS exceptions the wire protocol carries, and the library's
-//! own failures (start, key generation).
+//! own failures (start, key generation, key import).
 
 use std::net::SocketAddr;
 
-use crate::keys::KeyState;
+use crate::keys::{KeySpec, KeyState};
 
 /// What went wrong in the stand-in itself (not in a KMS call).
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +14,18 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "key spec {0:?} is not supported by the KMS stand-in; use ECC_NIST_P256 or ECC_NIST_P384"
+        "key spec {0:?} is not supported by the KMS stand-in; use ECC_NIST_P256 or \
+         ECC_NIST_P384, or import an RSA_2048, RSA_3072 or RSA_4096 key"
     )]
     UnsupportedKeySpec(String),
+    #[error(
+        "the KMS stand-in cannot generate {} keys (ring cannot generate RSA keys); create \
+         ECC_NIST_P256 or ECC_NIST_P384, or import the key (Standin::import_key, --import-key)",
+        .0.as_str()
+    )]
+    CannotGenerate(KeySpec),
+    #[error("cannot import the key: {0}")]
+    Import(String),
     #[error("the system random number generator failed while making a key")]
     KeyGeneration,
 }

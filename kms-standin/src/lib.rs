@@ -1,8 +1,15 @@
 //! A stand-in for AWS KMS's signing calls, for measurements and failure
-//! tests. **It is not a KMS**: keys are generated in this process's memory
-//! (where KMS would hold them in its HSMs), there is no authentication
-//! (SigV4 is not checked), no key policy, no persistence, and only the
-//! operations Kakunin's `aws-kms:` key backend and its tests need.
+//! tests. **It is not a KMS**: keys are generated or imported into this
+//! process's memory (where KMS would hold them in its HSMs), there is no
+//! authentication (SigV4 is not checked), no key policy, no persistence, and
+//! only the operations Kakunin's `aws-kms:` key backend and its tests need.
+//!
+//! Keys: ECC_NIST_P256 and ECC_NIST_P384 are made by `CreateKey` or
+//! [`Standin::create_key`]. RSA_2048, RSA_3072 and RSA_4096 keys can only be
+//! imported ([`Standin::import_key`], or the binary's `--import-key`), as
+//! PKCS#8: ring signs with RSA keys but cannot generate them. An RSA key
+//! signs with all six of KMS's RSA algorithms; RSASSA-PSS uses a salt as
+//! long as the digest, as KMS does (and as TLS 1.3 requires).
 //!
 //! It speaks KMS's wire protocol (AWS JSON 1.1: `POST /` with
 //! `X-Amz-Target: TrentService.<Op>`) well enough that the unmodified
@@ -138,6 +145,19 @@ impl Standin {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .create(spec, String::new())
+    }
+
+    /// Takes a PKCS#8 DER private key as a new SIGN_VERIFY key, as KMS
+    /// would hold imported key material (`Origin` `EXTERNAL`): RSA with a
+    /// 2048-, 3072- or 4096-bit modulus (spec RSA_2048 / RSA_3072 /
+    /// RSA_4096), or ECDSA P-256 / P-384. The key stays in this process's
+    /// memory, like every key of the stand-in.
+    pub fn import_key(&self, pkcs8_der: &[u8]) -> Result<KeyInfo, Error> {
+        self.shared
+            .table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .import(pkcs8_der, String::new())
     }
 
     /// Points `alias` (`alias/NAME`) at a key (id or ARN), as `CreateAlias`.

@@ -31,6 +31,8 @@ const KNOWN_SIGNING_ALGORITHMS: &[&str] = &[
     "ECDSA_SHA_256",
     "ECDSA_SHA_384",
     "ECDSA_SHA_512",
+    "ED25519_SHA_512",
+    "ED25519_PH_SHA_512",
     "SM2DSA",
     "ML_DSA_SHAKE_256",
 ];
@@ -164,36 +166,42 @@ fn sign_now(shared: &Shared, body: &[u8]) -> Result<Value, KmsError> {
             req.signing_algorithm
         )));
     }
-    let (pair, arn, spec) = {
+    let (private, arn, spec) = {
         let table = shared.read();
         let key = table.resolve(&req.key_id)?;
         key.check_usable()?;
-        (key.pair.clone(), key.info.arn.clone(), key.info.spec)
+        (key.private.clone(), key.info.arn.clone(), key.info.spec)
     };
-    if req.signing_algorithm != spec.signing_algorithm() {
+    let allowed = spec.signing_algorithms();
+    // KMS's answer to an algorithm of another key type (ECDSA on an RSA
+    // key, RSA on an ECC key, or the other curve's hash).
+    let Some(&algorithm) = allowed
+        .iter()
+        .find(|a| **a == req.signing_algorithm.as_str())
+    else {
         return Err(KmsError::new(
             "InvalidKeyUsageException",
             format!(
                 "Signing algorithm {} is not compatible with key {arn} (KeySpec {}); use {}",
                 req.signing_algorithm,
                 spec.as_str(),
-                spec.signing_algorithm()
+                allowed.join(", ")
             ),
         ));
-    }
+    };
     if req.dry_run {
         return Err(KmsError::new(
             "DryRunOperationException",
             "The request would have succeeded, but the DryRun option is set.",
         ));
     }
-    let sig = pair
-        .sign(&shared.rng, &message)
+    let sig = private
+        .sign(algorithm, &shared.rng, &message)
         .map_err(|_| KmsError::new("KMSInternalException", "signing failed"))?;
     Ok(json!({
         "KeyId": arn,
-        "Signature": B64.encode(sig.as_ref()),
-        "SigningAlgorithm": spec.signing_algorithm(),
+        "Signature": B64.encode(sig),
+        "SigningAlgorithm": algorithm,
     }))
 }
 
@@ -216,6 +224,11 @@ fn create_key(shared: &Shared, body: &[u8]) -> Result<Value, KmsError> {
     let spec: KeySpec = spec_name
         .parse()
         .map_err(|e: crate::Error| KmsError::validation(e.to_string()))?;
+    if !spec.can_generate() {
+        return Err(KmsError::validation(
+            crate::Error::CannotGenerate(spec).to_string(),
+        ));
+    }
     // KMS's default usage is ENCRYPT_DECRYPT, which an ECC key refuses.
     let usage = req.key_usage.as_deref().unwrap_or("ENCRYPT_DECRYPT");
     if usage != "SIGN_VERIFY" {
@@ -250,7 +263,7 @@ fn get_public_key(shared: &Shared, body: &[u8]) -> Result<Value, KmsError> {
         "CustomerMasterKeySpec": spec.as_str(),
         "KeySpec": spec.as_str(),
         "KeyUsage": "SIGN_VERIFY",
-        "SigningAlgorithms": [spec.signing_algorithm()],
+        "SigningAlgorithms": spec.signing_algorithms(),
     }))
 }
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
-use common::{sdk_client, verify};
+use common::{rsa_pkcs8_pem, sdk_client, verify, verify_rsa};
 
 /// Kills the process however the test ends.
 struct Running(Child);
@@ -80,6 +80,84 @@ async fn binary_prints_address_and_key_and_serves_the_sdk() {
         b"from a process",
         out.signature().unwrap().as_ref(),
     );
+}
+
+/// Reads the `listening on` line of a started binary.
+async fn first_line(child: &mut Running) -> String {
+    let stdout = child.0.stdout.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_imports_an_rsa_key_from_pkcs8_pem() {
+    let dir = std::env::temp_dir().join(format!("kms-standin-binary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("rsa.pem");
+    std::fs::write(&pem, rsa_pkcs8_pem(3072)).unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_kakunin-kms-standin"))
+            .args(["--create-key", "ECC_NIST_P256", "--import-key"])
+            .arg(&pem)
+            .args(["--alias", "alias/first"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = first_line(&mut child).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ["listening", "on", addr, "key", ec_arn, "key", rsa_arn] = words.as_slice() else {
+        panic!("unexpected line {line:?}");
+    };
+
+    let client = sdk_client(&format!("http://{addr}"), "eu-west-1", true).await;
+    let public = client
+        .get_public_key()
+        .key_id(*rsa_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.key_spec().map(|s| s.as_str()), Some("RSA_3072"));
+    let out = client
+        .sign()
+        .key_id(*rsa_arn)
+        .message(Blob::new(&b"from a process"[..]))
+        .message_type(MessageType::Raw)
+        .signing_algorithm(SigningAlgorithmSpec::RsassaPssSha384)
+        .send()
+        .await
+        .unwrap();
+    verify_rsa(
+        public.public_key().unwrap().as_ref(),
+        "RSASSA_PSS_SHA_384",
+        b"from a process",
+        out.signature().unwrap().as_ref(),
+    );
+    // The alias names the first key: the created one.
+    let aliased = client
+        .describe_key()
+        .key_id("alias/first")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aliased.key_metadata().unwrap().arn(), Some(*ec_arn));
+}
+
+#[test]
+fn binary_refuses_a_file_that_is_not_a_pkcs8_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kakunin-kms-standin"))
+        .args(["--import-key", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--import-key /dev/null"), "{err}");
 }
 
 #[test]

@@ -219,7 +219,9 @@ async fn unsupported_requests_are_clear_errors() {
         .unwrap_err();
     let text = format!("{:?}", e.into_service_error());
     assert!(
-        text.contains("ValidationException") && text.contains("ECC_NIST_P256"),
+        text.contains("ValidationException")
+            && text.contains("ECC_NIST_P256")
+            && text.contains("import"),
         "{text}"
     );
 
