@@ -7,14 +7,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use common::softhsm::{softhsm, KeyKind, Token};
 use common::*;
-use http::HeaderMap;
-use kakunin_verifier::{Outcome, RevocationMode, Verifier, VerifierConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
@@ -50,19 +45,6 @@ fn spki_from_point(kind: KeyKind, ec_point: &[u8]) -> Option<Vec<u8>> {
     // a DER OCTET STRING.
     let point = &ec_point[ec_point.len() - len..];
     Some([head, point.to_vec()].concat())
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = B64.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// An agent whose key lives in a SoftHSM token, certified by the agents'
@@ -161,37 +143,7 @@ fn trade_args() -> Vec<String> {
 /// Checks the exchange's echo of a signed request with kakunin-verifier,
 /// against the agents' CA, as a receiver would.
 fn verify_echo(agent: &HsmAgent, answer: &Answer) {
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let echo = answer.json();
-    assert_eq!(echo["client_cert_cn"], "trading_bot_v2", "{echo}");
-    let mut headers = HeaderMap::new();
-    for (name, value) in echo["headers"].as_object().unwrap() {
-        headers.append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.as_str().unwrap().parse().unwrap(),
-        );
-    }
-    assert!(headers.contains_key("signature"), "not signed: {echo}");
-    let anchor = CertificateDer::from_pem_slice(agent.pki.agents_ca.certificate_pem().as_bytes())
-        .unwrap()
-        .into_owned();
-    let mut config = VerifierConfig::new(vec![anchor]);
-    config.revocation = RevocationMode::Off;
-    let verifier = Verifier::new(config).unwrap();
-    let chain = [CertificateDer::from(agent.cert_der.clone())];
-    let request = kakunin_verifier::Request {
-        method: echo["method"].as_str().unwrap(),
-        scheme: "https",
-        authority: headers["host"].to_str().unwrap(),
-        path_and_query: echo["path"].as_str().unwrap(),
-        headers: &headers,
-        body: echo["body"].as_str().unwrap().as_bytes(),
-        peer_chain: &chain,
-    };
-    match verifier.verify(&request, SystemTime::now()) {
-        Outcome::Accepted(verdict) => assert_eq!(verdict.agent.agent_id, "trading_bot_v2"),
-        other => panic!("the verifier refused the HSM-signed request: {other:?}"),
-    }
+    verify_signed_echo(&agent.pki, &agent.cert_der, answer);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,18 +3,16 @@
 //! the proxy needs, and an agent whose key is in "KMS".
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_kms::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use http::HeaderMap;
 use kakunin::demo::exchange::Exchange;
-use kakunin_verifier::{Outcome, RevocationMode, Verifier, VerifierConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::{curl, Answer, Pki, ProxyProcess, POLICY};
+use super::{curl, pem, verify_signed_echo, Answer, Pki, ProxyProcess, POLICY};
 
 /// The region the test services answer for; key ARNs name it.
 pub const REGION: &str = "eu-west-1";
@@ -150,7 +148,7 @@ impl KmsAdmin {
     /// The key's public key as PEM SubjectPublicKeyInfo, for
     /// `kakunin ca issue --public-key`.
     pub fn public_key_pem(&self, key: &KmsKey) -> String {
-        pem_block("PUBLIC KEY", &self.public_key_der(&key.id))
+        pem("PUBLIC KEY", &self.public_key_der(&key.id))
     }
 
     /// The DER SubjectPublicKeyInfo of a key (by id or ARN).
@@ -168,18 +166,6 @@ impl Drop for KmsAdmin {
             runtime.shutdown_background();
         }
     }
-}
-
-fn pem_block(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
 }
 
 /// An agent whose key is in the test KMS, and the exchange it trades with
@@ -246,39 +232,9 @@ impl KmsAgent {
         }
     }
 
-    /// Checks the exchange's echo of a signed request with kakunin-verifier,
-    /// against the agents' CA, as a receiver would.
+    /// Checks the exchange's echo of a signed request as a receiver would.
     pub fn verify_echo(&self, answer: &Answer) {
-        let echo = answer.json();
-        let mut headers = HeaderMap::new();
-        for (name, value) in echo["headers"].as_object().unwrap() {
-            headers.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.as_str().unwrap().parse().unwrap(),
-            );
-        }
-        assert!(headers.contains_key("signature"), "not signed: {echo}");
-        let anchor =
-            CertificateDer::from_pem_slice(self.pki.agents_ca.certificate_pem().as_bytes())
-                .unwrap()
-                .into_owned();
-        let mut config = VerifierConfig::new(vec![anchor]);
-        config.revocation = RevocationMode::Off;
-        let verifier = Verifier::new(config).unwrap();
-        let chain = [CertificateDer::from(self.cert_der.clone())];
-        let request = kakunin_verifier::Request {
-            method: echo["method"].as_str().unwrap(),
-            scheme: "https",
-            authority: headers["host"].to_str().unwrap(),
-            path_and_query: echo["path"].as_str().unwrap(),
-            headers: &headers,
-            body: echo["body"].as_str().unwrap().as_bytes(),
-            peer_chain: &chain,
-        };
-        match verifier.verify(&request, SystemTime::now()) {
-            Outcome::Accepted(verdict) => assert_eq!(verdict.agent.agent_id, "trading_bot_v2"),
-            other => panic!("the verifier refused the KMS-signed request: {other:?}"),
-        }
+        verify_signed_echo(&self.pki, &self.cert_der, answer);
     }
 }
 

@@ -651,3 +651,57 @@ pub fn venv_python() -> PathBuf {
     assert!(!python.is_empty(), "scripts/python-env.sh printed nothing");
     PathBuf::from(python)
 }
+
+/// DER as a PEM block (64-column base64).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        text.push_str(&String::from_utf8_lossy(line));
+        text.push('\n');
+    }
+    text.push_str(&format!("-----END {label}-----\n"));
+    text
+}
+
+/// Checks the exchange's echo of a signed request with kakunin-verifier,
+/// against the agents' CA, as a receiver would: the agent certificate
+/// `cert_der` came over mutual TLS, and the signature must be accepted.
+pub fn verify_signed_echo(pki: &Pki, cert_der: &[u8], answer: &Answer) {
+    use kakunin_verifier::{Outcome, RevocationMode, Verifier, VerifierConfig};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let echo = answer.json();
+    assert_eq!(echo["client_cert_cn"], "trading_bot_v2", "{echo}");
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in echo["headers"].as_object().unwrap() {
+        headers.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.as_str().unwrap().parse().unwrap(),
+        );
+    }
+    assert!(headers.contains_key("signature"), "not signed: {echo}");
+    let anchor = CertificateDer::from_pem_slice(pki.agents_ca.certificate_pem().as_bytes())
+        .unwrap()
+        .into_owned();
+    let mut config = VerifierConfig::new(vec![anchor]);
+    config.revocation = RevocationMode::Off;
+    let verifier = Verifier::new(config).unwrap();
+    let chain = [CertificateDer::from(cert_der.to_vec())];
+    let request = kakunin_verifier::Request {
+        method: echo["method"].as_str().unwrap(),
+        scheme: "https",
+        authority: headers["host"].to_str().unwrap(),
+        path_and_query: echo["path"].as_str().unwrap(),
+        headers: &headers,
+        body: echo["body"].as_str().unwrap().as_bytes(),
+        peer_chain: &chain,
+    };
+    match verifier.verify(&request, std::time::SystemTime::now()) {
+        Outcome::Accepted(verdict) => assert_eq!(verdict.agent.agent_id, "trading_bot_v2"),
+        other => panic!("the verifier refused the request: {other:?}"),
+    }
+}
