@@ -77,7 +77,11 @@ impl Proxy {
         match outcome {
             Ok(response) => {
                 trail.set("status", response.status().as_u16());
-                self.audit.record("action.completed", trail.fields);
+                // Before the agent hears back, so the log is never behind it.
+                self.audit
+                    .record("action.completed", trail.fields)
+                    .written()
+                    .await;
                 response
             }
             Err(err) => {
@@ -86,7 +90,10 @@ impl Proxy {
                 trail.set("code", err.code);
                 trail.set("reason", err.message.as_str());
                 tracing::info!(code = err.code, reason = %err.message, "request refused");
-                self.audit.record("action.refused", trail.fields);
+                self.audit
+                    .record("action.refused", trail.fields)
+                    .written()
+                    .await;
                 err.into_response()
             }
         }
@@ -258,7 +265,7 @@ impl Proxy {
         if !trail.would_deny.is_empty() {
             intent.insert("would_deny".into(), Value::Array(trail.would_deny.clone()));
         }
-        self.audit.record("action.decided", intent);
+        self.audit.record("action.decided", intent).written().await;
 
         // 10. Forward.
         let key = PoolKey {

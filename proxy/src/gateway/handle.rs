@@ -38,7 +38,7 @@ pub(super) async fn handle(
         Err(refusal) => {
             entry.refused(&refusal);
             tracing::debug!(%peer, code = refusal.code, detail = %refusal.detail, "request refused");
-            entry.write(&shared.audit, false);
+            entry.write(&shared.audit, false).written().await;
             return refusal.response();
         }
     };
@@ -51,7 +51,7 @@ pub(super) async fn handle(
     match response {
         Ok(response) => {
             entry.status = response.status().as_u16();
-            entry.write(&shared.audit, true);
+            entry.write(&shared.audit, true).written().await;
             response
         }
         Err(refusal) => {
@@ -59,7 +59,7 @@ pub(super) async fn handle(
             entry.status = refusal.status.as_u16();
             entry.reason = Some(refusal.code);
             entry.detail = Some(refusal.detail.clone());
-            entry.write(&shared.audit, true);
+            entry.write(&shared.audit, true).written().await;
             refusal.response()
         }
     }

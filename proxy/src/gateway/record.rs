@@ -140,7 +140,7 @@ impl Entry {
 
     /// Writes the line: `action.verified` when the verifier accepted the
     /// request (whatever the backend then did), else `action.rejected`.
-    pub fn write(self, audit: &AuditLog, verified: bool) {
+    pub fn write(self, audit: &AuditLog, verified: bool) -> crate::audit::Queued {
         let event = if verified {
             "action.verified"
         } else {
@@ -175,7 +175,7 @@ impl Entry {
         put("detail", json!(self.detail));
         put("revocation", json!(self.revocation));
         put("peer", json!(self.peer.to_string()));
-        audit.record(event, fields);
+        audit.record(event, fields)
     }
 }
 

@@ -406,7 +406,8 @@ impl RevocationGate {
         fields.insert("revoked_at".into(), json!(halt.revoked_at));
         fields.insert("current_certificate".into(), json!(current));
         fields.insert("decision".into(), json!("halt"));
-        self.audit.record("identity.revoked", fields);
+        // Goes out on its own: a halt must not wait on the log.
+        drop(self.audit.record("identity.revoked", fields));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
