@@ -2,6 +2,7 @@
 //! here is asserted (tests assert behaviour, this measures speed).
 
 mod agents;
+mod all;
 mod gateway;
 mod kms;
 mod revocation;
@@ -96,6 +97,71 @@ enum Command {
         #[arg(long, default_value = "bench/results/kms.json")]
         out: PathBuf,
     },
+    /// Kakunin against nginx and HAProxy doing the same TLS origination,
+    /// and against the client speaking mTLS itself: throughput, proxy CPU
+    /// per request, latency added over direct, upstream handshakes and
+    /// memory, each proxy in its own process on its own core.
+    All(AllArgs),
+}
+
+#[derive(clap::Args)]
+struct AllArgs {
+    /// A few seconds in all: tiny runs, 1 round, and a failure unless
+    /// every path answered 200 to every request. Writes to a temporary
+    /// directory (not bench/results) and leaves the README alone unless
+    /// --out / --readme say otherwise.
+    #[arg(long)]
+    smoke: bool,
+    /// Rounds; medians with min and max are reported [default: 3; smoke 1].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Keep-alive client connections, and each proxy's upstream pool.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Request body size (a JSON object padded to this length).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Length of each closed-loop run [default: 5; smoke 0.3].
+    #[arg(long)]
+    closed_seconds: Option<f64>,
+    /// Length of each open-loop run [default: 10; smoke 0.3].
+    #[arg(long)]
+    open_seconds: Option<f64>,
+    /// Untimed load before each timed run [default: 1; smoke 0.2].
+    #[arg(long)]
+    warmup_seconds: Option<f64>,
+    /// Idle agent connections held open for the memory figure
+    /// [default: 1000; smoke 50].
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// Open-loop requests per second [default: half the slowest path's
+    /// closed-loop throughput, the KMS path left out].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Added to every Sign by the KMS stand-in.
+    #[arg(long, default_value_t = 20)]
+    kms_delay_ms: u64,
+    /// Sign calls per second the stand-in allows; 0 for no quota.
+    #[arg(long, default_value_t = 300)]
+    kms_quota: u32,
+    /// The kakunin binary [default: beside this one; under `cargo run` it
+    /// is built first, so it is the newest].
+    #[arg(long)]
+    kakunin: Option<PathBuf>,
+    /// Where all.json and all-latency.svg go [default: bench/results;
+    /// smoke: a temporary directory].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The README whose results section is replaced [default:
+    /// bench/README.md; smoke: none].
+    #[arg(long)]
+    readme: Option<PathBuf>,
+    /// Leave the README alone.
+    #[arg(long)]
+    no_readme: bool,
+    /// Do not pin the proxies and this process to separate cores.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 /// The environment the AWS SDK's standard chain reads inside the proxy's
@@ -118,7 +184,7 @@ fn set_aws_env() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Kms { .. }) {
+    if matches!(cli.command, Command::Kms { .. } | Command::All(_)) {
         set_aws_env();
     }
     let runtime = || {
@@ -127,6 +193,11 @@ fn main() -> anyhow::Result<()> {
             .build()
     };
     match cli.command {
+        // Pinned before the runtime starts: its threads inherit the core.
+        Command::All(args) => {
+            let settings = all_settings(args)?;
+            runtime()?.block_on(all::run(&settings))
+        }
         Command::Revocation {
             trials,
             ttl_seconds,
@@ -182,6 +253,53 @@ fn main() -> anyhow::Result<()> {
             &out,
         )),
     }
+}
+
+/// The `all` settings: smoke or full defaults, the kakunin binary, and
+/// this process pinned to core 0 (the proxies then get core 1).
+fn all_settings(args: AllArgs) -> anyhow::Result<all::Settings> {
+    let smoke = args.smoke;
+    let pick = |given: Option<f64>, full: f64, quick: f64| {
+        given.unwrap_or(if smoke { quick } else { full })
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let pinned = !args.no_pin && cores >= 2 && all::pin_self(0);
+    let out = match args.out {
+        Some(out) => out,
+        None if smoke => {
+            std::env::temp_dir().join(format!("kakunin-bench-smoke-{}", std::process::id()))
+        }
+        None => PathBuf::from("bench/results"),
+    };
+    let readme = match (args.no_readme, args.readme) {
+        (true, _) => None,
+        (false, Some(readme)) => Some(readme),
+        (false, None) if smoke => None,
+        (false, None) => Some(PathBuf::from("bench/README.md")),
+    };
+    Ok(all::Settings {
+        connections: args.connections.max(1),
+        body_bytes: args.body_bytes,
+        closed_seconds: pick(args.closed_seconds, 5.0, 0.3).max(0.05),
+        open_seconds: pick(args.open_seconds, 10.0, 0.3).max(0.05),
+        warmup_seconds: pick(args.warmup_seconds, 1.0, 0.2).max(0.0),
+        runs: args.runs.unwrap_or(if smoke { 1 } else { 3 }).max(1),
+        idle_connections: args
+            .idle_connections
+            .unwrap_or(if smoke { 50 } else { 1000 }),
+        rate: args.rate,
+        kms_delay: std::time::Duration::from_millis(args.kms_delay_ms),
+        kms_quota: (args.kms_quota > 0).then_some(args.kms_quota),
+        proxy_core: pinned.then_some(1),
+        bench_core: pinned.then_some(0),
+        kakunin_bin: match args.kakunin {
+            Some(path) => path,
+            None => all::kakunin_binary()?,
+        },
+        out_dir: out,
+        readme,
+        smoke,
+    })
 }
 
 async fn run_revocation(trials: usize, ttl_seconds: u32, out: PathBuf) -> anyhow::Result<()> {

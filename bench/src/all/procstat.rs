@@ -1,0 +1,125 @@
+//! What /proc says about a proxy: CPU time and resident memory of its
+//! process and every descendant (nginx does its work in a worker process
+//! that its master forked), so each proxy is measured whole and alone.
+
+use std::collections::BTreeMap;
+
+/// A process and its descendants, found by walking /proc's parent links.
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                parents.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while let Some(&pid) = out.get(i) {
+        if let Some(children) = parents.get(&pid) {
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold
+/// spaces and parentheses, so it is cut at the last `)`): index 0 is the
+/// state (field 3 in proc(5)), 1 the parent, 11 utime, 12 stime, 19
+/// starttime.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// When `pid` started (clock ticks after boot): with the pid, it names one
+/// process even if the pid is reused later.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// User + system CPU seconds of `pids` so far (all their threads: the
+/// process-wide figures of /proc/PID/stat).
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    pids.iter()
+        .filter_map(|&pid| {
+            let fields = stat_fields(pid)?;
+            let utime = fields.get(11)?.parse::<u64>().ok()?;
+            let stime = fields.get(12)?.parse::<u64>().ok()?;
+            Some((utime + stime) as f64 / ticks)
+        })
+        .sum()
+}
+
+/// This process's CPU seconds (the load generator and the upstream).
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(&[std::process::id()])
+}
+
+/// A `/proc/PID/status` value in kB (`VmRSS`, `Threads`), summed over
+/// `pids`.
+pub fn status_sum(pids: &[u32], key: &str) -> u64 {
+    pids.iter()
+        .filter_map(|&pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            text.lines().find_map(|line| {
+                let value = line.strip_prefix(key)?.strip_prefix(':')?;
+                value.split_whitespace().next()?.parse::<u64>().ok()
+            })
+        })
+        .sum()
+}
+
+/// Resident memory of the tree under `root`, in MiB.
+pub fn rss_mib(root: u32) -> f64 {
+    status_sum(&tree(root), "VmRSS") as f64 / 1024.0
+}
+
+/// Threads in the tree under `root`, and how many processes it has.
+pub fn threads_and_processes(root: u32) -> (u64, usize) {
+    let pids = tree(root);
+    (status_sum(&pids, "Threads"), pids.len())
+}
+
+/// CPU seconds the whole machine has been busy (user, nice, system, irq,
+/// softirq) and stolen by the hypervisor, from /proc/stat.
+pub fn machine_cpu_seconds() -> (f64, f64) {
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    (busy as f64 / ticks, at(7) as f64 / ticks)
+}
+
+/// This process's CPU seconds with those of its reaped children (the
+/// proxies, once stopped, and through nginx's master its worker).
+pub fn own_and_children_cpu_seconds() -> f64 {
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    stat_fields(std::process::id()).map_or(0.0, |f| {
+        (11..=14)
+            .filter_map(|i| f.get(i)?.parse::<i64>().ok())
+            .sum::<i64>()
+            .max(0) as f64
+            / ticks
+    })
+}
