@@ -12,6 +12,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 # SoftHSM2: the PKCS#11 token the pkcs11 key backend is tested against.
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+# nginx and HAProxy: the proxies the benchmark's smoke test compares with.
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=()
