@@ -141,9 +141,11 @@ struct AllArgs {
     /// Added to every Sign by the KMS stand-in.
     #[arg(long, default_value_t = 20)]
     kms_delay_ms: u64,
-    /// Sign calls per second the stand-in allows; 0 for no quota.
-    #[arg(long, default_value_t = 300)]
-    kms_quota: u32,
+    /// Sign calls per second the stand-in allows; 0 for no quota
+    /// [default: 300; smoke: none, so that its 200-only check cannot trip
+    /// on throttling].
+    #[arg(long)]
+    kms_quota: Option<u32>,
     /// The kakunin binary [default: beside this one; under `cargo run` it
     /// is built first, so it is the newest].
     #[arg(long)]
@@ -289,7 +291,11 @@ fn all_settings(args: AllArgs) -> anyhow::Result<all::Settings> {
             .unwrap_or(if smoke { 50 } else { 1000 }),
         rate: args.rate,
         kms_delay: std::time::Duration::from_millis(args.kms_delay_ms),
-        kms_quota: (args.kms_quota > 0).then_some(args.kms_quota),
+        kms_quota: args
+            .kms_quota
+            .map_or(if smoke { None } else { Some(300) }, |q| {
+                (q > 0).then_some(q)
+            }),
         proxy_core: pinned.then_some(1),
         bench_core: pinned.then_some(0),
         kakunin_bin: match args.kakunin {
