@@ -75,20 +75,20 @@ impl AuditLog {
 
     /// Queues one record; `event` names it, `fields` fill it. A failed write
     /// is reported on the operational log: losing an audit line must be seen.
-    pub fn record(&self, event: &str, fields: Map<String, Value>) -> Queued {
-        let mut record = Map::new();
-        record.insert("timestamp".into(), Value::String(now_rfc3339()));
-        record.insert("event_type".into(), Value::String(event.into()));
-        record.extend(fields);
-        // Formatted here, on the caller's thread, so the writer only writes.
-        let mut line = match serde_json::to_vec(&Value::Object(record)) {
-            Ok(line) => line,
-            Err(err) => {
-                tracing::error!(error = %err, event, "audit record could not be formatted");
-                Vec::new()
-            }
-        };
-        line.push(b'\n');
+    pub fn record(&self, event: &str, fields: &Map<String, Value>) -> Queued {
+        self.record_with(event, fields, &[])
+    }
+
+    /// `record`, with `extra` fields after `fields` (which they must not
+    /// repeat): the caller's map is written as it is, not copied. Formatted
+    /// here, on the caller's thread, so the writer only writes.
+    pub fn record_with(
+        &self,
+        event: &str,
+        fields: &Map<String, Value>,
+        extra: &[(&str, &Value)],
+    ) -> Queued {
+        let line = format_line(event, &now_rfc3339(), fields, extra);
         let (tell, written) = oneshot::channel();
         let was_idle = {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,6 +103,42 @@ impl AuditLog {
         }
         Queued { written }
     }
+}
+
+/// One JSON object on one line, written straight from the borrowed fields.
+fn format_line(
+    event: &str,
+    timestamp: &str,
+    fields: &Map<String, Value>,
+    extra: &[(&str, &Value)],
+) -> Vec<u8> {
+    use serde::ser::{SerializeMap, Serializer};
+    let mut line = Vec::with_capacity(512);
+    let mut serializer = serde_json::Serializer::new(&mut line);
+    let written = (|| {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("timestamp", timestamp)?;
+        map.serialize_entry("event_type", event)?;
+        for (key, value) in fields {
+            // The log's own two keys are never repeated: a line with
+            // duplicate keys means different things to different readers.
+            if key != "timestamp" && key != "event_type" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        for (key, value) in extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    })();
+    if let Err(err) = written {
+        // Strings and JSON values always serialize; keep the line whole.
+        tracing::error!(error = %err, event, "audit record could not be formatted");
+        line.clear();
+        line.extend_from_slice(b"{}");
+    }
+    line.push(b'\n');
+    line
 }
 
 /// The writer: takes everything queued, writes it in one go, says how far
@@ -201,8 +237,14 @@ mod tests {
         let log = AuditLog::open(Some(&path)).unwrap();
         let mut fields = Map::new();
         fields.insert("agent_id".into(), "a".into());
-        log.record("action.decided", fields.clone()).written().await;
-        log.record("action.completed", fields).written().await;
+        log.record("action.decided", &fields).written().await;
+        log.record_with(
+            "action.completed",
+            &fields,
+            &[("status", &Value::from(200))],
+        )
+        .written()
+        .await;
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -211,6 +253,8 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event_type"], "action.decided");
         assert_eq!(lines[1]["agent_id"], "a");
+        assert_eq!(lines[1]["status"], 200);
+        assert!(lines[1]["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
@@ -221,7 +265,7 @@ mod tests {
         for i in 0..1000 {
             let mut fields = Map::new();
             fields.insert("i".into(), i.into());
-            drop(log.record("identity.rotated", fields));
+            drop(log.record("identity.rotated", &fields));
         }
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();

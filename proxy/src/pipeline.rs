@@ -79,7 +79,7 @@ impl Proxy {
                 trail.set("status", response.status().as_u16());
                 // Before the agent hears back, so the log is never behind it.
                 self.audit
-                    .record("action.completed", trail.fields)
+                    .record("action.completed", &trail.fields)
                     .written()
                     .await;
                 response
@@ -91,7 +91,7 @@ impl Proxy {
                 trail.set("reason", err.message.as_str());
                 tracing::info!(code = err.code, reason = %err.message, "request refused");
                 self.audit
-                    .record("action.refused", trail.fields)
+                    .record("action.refused", &trail.fields)
                     .written()
                     .await;
                 err.into_response()
@@ -252,20 +252,20 @@ impl Proxy {
         }
 
         // 9. Intent, before anything leaves.
-        let mut intent = trail.fields.clone();
-        intent.insert(
-            "decision".into(),
-            if trail.would_deny.is_empty() {
-                "allow"
-            } else {
-                "would_deny"
-            }
-            .into(),
-        );
+        let decision = Value::from(if trail.would_deny.is_empty() {
+            "allow"
+        } else {
+            "would_deny"
+        });
+        let would_deny = Value::Array(trail.would_deny.clone());
+        let mut extra = vec![("decision", &decision)];
         if !trail.would_deny.is_empty() {
-            intent.insert("would_deny".into(), Value::Array(trail.would_deny.clone()));
+            extra.push(("would_deny", &would_deny));
         }
-        self.audit.record("action.decided", intent).written().await;
+        self.audit
+            .record_with("action.decided", &trail.fields, &extra)
+            .written()
+            .await;
 
         // 10. Forward.
         let key = PoolKey {

@@ -74,7 +74,7 @@ impl Rotation {
         fields.insert("agent_id".into(), json!(self.proxy.policy.agent_id()));
         fields.insert("old_cert_serial".into(), json!(old_serial));
         fields.insert("agent_cert_serial".into(), json!(new_serial));
-        drop(self.proxy.audit.record("identity.rotated", fields));
+        drop(self.proxy.audit.record("identity.rotated", &fields));
         tracing::info!(%old_serial, %new_serial, "agent certificate rotated");
         Ok(Reloaded::Rotated {
             old_serial,
@@ -118,7 +118,7 @@ impl Rotation {
                             json!(self.proxy.gate.subject().summary.serial_hex),
                         );
                         fields.insert("reason".into(), json!(format!("{err:#}")));
-                        drop(self.proxy.audit.record("identity.rotation_refused", fields));
+                        drop(self.proxy.audit.record("identity.rotation_refused", &fields));
                     }
                 }
             }

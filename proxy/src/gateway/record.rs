@@ -175,7 +175,7 @@ impl Entry {
         put("detail", json!(self.detail));
         put("revocation", json!(self.revocation));
         put("peer", json!(self.peer.to_string()));
-        audit.record(event, fields)
+        audit.record(event, &fields)
     }
 }
 

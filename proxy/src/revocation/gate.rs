@@ -407,7 +407,7 @@ impl RevocationGate {
         fields.insert("current_certificate".into(), json!(current));
         fields.insert("decision".into(), json!("halt"));
         // Goes out on its own: a halt must not wait on the log.
-        drop(self.audit.record("identity.revoked", fields));
+        drop(self.audit.record("identity.revoked", &fields));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
