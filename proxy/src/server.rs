@@ -64,7 +64,10 @@ pub async fn serve(
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
+            // Boxed: hyper keeps a slot for the in-flight future in every
+            // connection, idle or not, so an unboxed handler (a large state
+            // machine) would cost its full size per open connection.
+            async move { Ok::<_, std::convert::Infallible>(Box::pin(proxy.handle(request)).await) }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
