@@ -164,6 +164,10 @@ struct AllArgs {
     /// Do not pin the proxies and this process to separate cores.
     #[arg(long)]
     no_pin: bool,
+    /// Only these paths (direct, nginx, haproxy, kakunin_unsigned,
+    /// kakunin_signed, kakunin_kms), e.g. for a targeted rerun with --rate.
+    #[arg(long, value_delimiter = ',')]
+    paths: Vec<String>,
 }
 
 /// The environment the AWS SDK's standard chain reads inside the proxy's
@@ -279,7 +283,19 @@ fn all_settings(args: AllArgs) -> anyhow::Result<all::Settings> {
         (false, None) if smoke => None,
         (false, None) => Some(PathBuf::from("bench/README.md")),
     };
+    let paths = if args.paths.is_empty() {
+        all::paths::PathKind::ALL.to_vec()
+    } else {
+        args.paths
+            .iter()
+            .map(|key| {
+                all::paths::PathKind::from_key(key)
+                    .ok_or_else(|| anyhow::anyhow!("--paths: unknown path {key:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     Ok(all::Settings {
+        paths,
         connections: args.connections.max(1),
         body_bytes: args.body_bytes,
         closed_seconds: pick(args.closed_seconds, 5.0, 0.3).max(0.05),

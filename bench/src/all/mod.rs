@@ -16,7 +16,7 @@ mod kakunin;
 mod load;
 mod measure;
 mod nginx;
-mod paths;
+pub mod paths;
 mod plot;
 mod procstat;
 mod report;
@@ -53,6 +53,8 @@ pub struct Settings {
     pub readme: Option<PathBuf>,
     /// Asserts that every path answered 200 to every request.
     pub smoke: bool,
+    /// The paths measured (all by default; a subset for a targeted rerun).
+    pub paths: Vec<PathKind>,
 }
 
 /// Pins this process (before its runtime starts, so every thread inherits
@@ -115,7 +117,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     };
     println!(
         "all: {} paths, {} connections, {}-byte POST bodies, {} run(s); proxies on core {}, load generator + upstream + KMS stand-in on core {}",
-        PathKind::ALL.len(),
+        settings.paths.len(),
         settings.connections,
         env.body.len(),
         settings.runs,
@@ -125,7 +127,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
     let mut closed: Vec<measure::Closed> = Vec::new();
     for round in 0..settings.runs {
-        for kind in rotated(round) {
+        for kind in rotated(&settings.paths, round) {
             if kind.is_kms() {
                 // A fresh bucket: each run starts as a KMS not called for a while.
                 standin.set_quota(settings.kms_quota);
@@ -138,11 +140,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let rate = settings
         .rate
         .unwrap_or_else(|| report::half_slowest(&closed));
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0,
+        "no open-loop rate: measure a path other than KMS, or give --rate"
+    );
     let kms_rate = rate.min(report::half_of(&closed, PathKind::KakuninKms));
     println!("open loop at {rate:.0} requests/s (KMS path: {kms_rate:.0}/s)");
     let mut open: Vec<measure::Open> = Vec::new();
     for round in 0..settings.runs {
-        for kind in rotated(round) {
+        for kind in rotated(&settings.paths, round) {
             let rate = if kind.is_kms() {
                 standin.set_quota(settings.kms_quota);
                 kms_rate
@@ -158,17 +164,20 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     standin.shutdown().await;
 
     if settings.smoke {
-        report::assert_all_ok(&closed, &open)?;
+        report::assert_all_ok(&settings.paths, &closed, &open)?;
     }
     // What else ran: the machine's busy CPU time that was neither this
     // process's nor its children's (another build, another benchmark).
     let (machine_after, steal_after) = procstat::machine_cpu_seconds();
     let ours = procstat::own_and_children_cpu_seconds() - ours_before;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let cores = |seconds: f64| (seconds / elapsed * 1000.0).round() / 1000.0;
     let others = serde_json::json!({
-        "other_processes_cores": crate::agents::round1(10.0 * ((machine_after - machine_before - ours).max(0.0) / elapsed)) / 10.0,
-        "steal_cores": crate::agents::round1(10.0 * (steal_after - steal_before) / elapsed) / 10.0,
-        "this_run_cores": crate::agents::round1(10.0 * ours / elapsed) / 10.0,
+        "seconds": crate::agents::round1(elapsed),
+        "machine_busy_cores": cores(machine_after - machine_before),
+        "this_run_cores": cores(ours),
+        "other_processes_cores": cores((machine_after - machine_before - ours).max(0.0)),
+        "steal_cores": cores(steal_after - steal_before),
     });
     println!("CPU over the run, in cores: {others}");
     let results = report::Results {
@@ -205,9 +214,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
 /// The paths in a different order each round, so that a drift in the
 /// machine's load does not always fall on the same path.
-fn rotated(round: usize) -> Vec<PathKind> {
-    let mut kinds = PathKind::ALL.to_vec();
-    let n = kinds.len();
+fn rotated(paths: &[PathKind], round: usize) -> Vec<PathKind> {
+    let mut kinds = paths.to_vec();
+    let n = kinds.len().max(1);
     kinds.rotate_left(round % n);
     kinds
 }

@@ -51,6 +51,11 @@ impl PathKind {
         PathKind::KakuninKms,
     ];
 
+    /// By its key in the results JSON (`--paths`).
+    pub fn from_key(key: &str) -> Option<PathKind> {
+        PathKind::ALL.into_iter().find(|k| k.key() == key)
+    }
+
     /// The key in the results JSON.
     pub fn key(self) -> &'static str {
         match self {
