@@ -290,9 +290,10 @@ fn machine(s: &Settings, load_before: &str, load_after: &str) -> Value {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .map(|head| {
             // The binary is built from the work tree, which may hold
-            // changes not yet committed.
+            // changes to its crates not yet committed.
             let clean = std::process::Command::new("git")
                 .args(["diff", "--quiet", "HEAD", "--"])
+                .args(["proxy", "signer", "policy", "authority", "Cargo.lock"])
                 .status()
                 .is_ok_and(|s| s.success());
             if clean {
@@ -306,7 +307,7 @@ fn machine(s: &Settings, load_before: &str, load_after: &str) -> Value {
         .ok()
         .map(crate::agents::unix_secs);
     json!({
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // This process is pinned by now: available_parallelism would say 1.
         "online_cpus": std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default().trim(),
         "proxy_core": s.proxy_core,
         "bench_core": s.bench_core,
