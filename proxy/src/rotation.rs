@@ -118,7 +118,11 @@ impl Rotation {
                             json!(self.proxy.gate.subject().summary.serial_hex),
                         );
                         fields.insert("reason".into(), json!(format!("{err:#}")));
-                        drop(self.proxy.audit.record("identity.rotation_refused", &fields));
+                        drop(
+                            self.proxy
+                                .audit
+                                .record("identity.rotation_refused", &fields),
+                        );
                     }
                 }
             }
