@@ -10,8 +10,6 @@ use std::path::PathBuf;
 
 use common::softhsm::{softhsm, KeyKind, Token};
 use common::*;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 const TRADE: &str = r#"{"market":"EUR_USD","size":45000}"#;
 
@@ -75,22 +73,7 @@ impl HsmAgent {
         }
         let pki = Pki::new();
         let exchange = pki.exchange().await;
-        std::fs::write(pki.path("policy.json"), policy).unwrap();
-        let public_pem = pki.path("agent-public.pem");
-        std::fs::write(&public_pem, pem("PUBLIC KEY", &spki)).unwrap();
-        let cert = pki.path("agent.pem");
-        pki.ca(&[
-            "issue",
-            "--agent-id",
-            "trading_bot_v2",
-            "--policy",
-            pki.path("policy.json").to_str().unwrap(),
-            "--public-key",
-            public_pem.to_str().unwrap(),
-            "--out",
-            cert.to_str().unwrap(),
-        ]);
-        let cert_der = CertificateDer::from_pem_file(&cert).unwrap().to_vec();
+        let cert_der = pki.certify_public_key(policy, &spki);
         HsmAgent {
             pki,
             exchange,

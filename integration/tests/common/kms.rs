@@ -9,10 +9,8 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_kms::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use kakunin::demo::exchange::Exchange;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
-use super::{curl, pem, verify_signed_echo, Answer, Pki, ProxyProcess, POLICY};
+use super::{curl, verify_signed_echo, Answer, Pki, ProxyProcess, POLICY};
 
 /// The region the test services answer for; key ARNs name it.
 pub const REGION: &str = "eu-west-1";
@@ -145,12 +143,6 @@ impl KmsAdmin {
         .expect("ScheduleKeyDeletion");
     }
 
-    /// The key's public key as PEM SubjectPublicKeyInfo, for
-    /// `kakunin ca issue --public-key`.
-    pub fn public_key_pem(&self, key: &KmsKey) -> String {
-        pem("PUBLIC KEY", &self.public_key_der(&key.id))
-    }
-
     /// The DER SubjectPublicKeyInfo of a key (by id or ARN).
     pub fn public_key_der(&self, key_id: &str) -> Vec<u8> {
         let out = self
@@ -182,22 +174,7 @@ impl KmsAgent {
     pub async fn new(admin: &KmsAdmin, key: &KmsKey, endpoint: String) -> KmsAgent {
         let pki = Pki::new();
         let exchange = pki.exchange().await;
-        let public = pki.path("agent-public.pem");
-        std::fs::write(&public, admin.public_key_pem(key)).unwrap();
-        std::fs::write(pki.path("policy.json"), POLICY).unwrap();
-        let cert = pki.path("agent.pem");
-        pki.ca(&[
-            "issue",
-            "--agent-id",
-            "trading_bot_v2",
-            "--policy",
-            pki.path("policy.json").to_str().unwrap(),
-            "--public-key",
-            public.to_str().unwrap(),
-            "--out",
-            cert.to_str().unwrap(),
-        ]);
-        let cert_der = CertificateDer::from_pem_file(&cert).unwrap().to_vec();
+        let cert_der = pki.certify_public_key(POLICY, &admin.public_key_der(&key.id));
         KmsAgent {
             pki,
             exchange,

@@ -280,6 +280,31 @@ impl Pki {
             .collect()
     }
 
+    /// Writes policy.json and agent.pem: an agent certificate for a public
+    /// key held elsewhere (KMS, a token), issued by `kakunin ca issue
+    /// --public-key`. Returns the certificate's DER.
+    pub fn certify_public_key(&self, policy_text: &str, spki_der: &[u8]) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        std::fs::write(self.path("policy.json"), policy_text).unwrap();
+        let public = self.path("agent-public.pem");
+        std::fs::write(&public, pem("PUBLIC KEY", spki_der)).unwrap();
+        let cert = self.path("agent.pem");
+        self.ca(&[
+            "issue",
+            "--agent-id",
+            "trading_bot_v2",
+            "--policy",
+            self.path("policy.json").to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+            "--out",
+            cert.to_str().unwrap(),
+        ]);
+        rustls_pki_types::CertificateDer::from_pem_file(&cert)
+            .unwrap()
+            .to_vec()
+    }
+
     /// `kakunin ca ARGS --dir <agents' CA>`, which must succeed; its stdout.
     pub fn ca(&self, args: &[&str]) -> String {
         let output = Command::new(kakunin_bin())
