@@ -140,7 +140,7 @@ impl Entry {
 
     /// Writes the line: `action.verified` when the verifier accepted the
     /// request (whatever the backend then did), else `action.rejected`.
-    pub fn write(self, audit: &AuditLog, verified: bool) -> crate::audit::Queued {
+    pub fn write(self, audit: &AuditLog, verified: bool) -> crate::audit::Queued<'_> {
         let event = if verified {
             "action.verified"
         } else {
