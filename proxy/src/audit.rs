@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
@@ -119,20 +120,17 @@ impl AuditLog {
     /// Queues one record; `event` names it, `fields` fill it. A failed write
     /// is reported on the operational log: losing an audit line must be seen.
     pub fn record(&self, event: &str, fields: &Map<String, Value>) -> Queued<'_> {
-        self.record_with(event, fields, &[])
+        self.record_fields(event, &WithoutLogKeys(fields))
     }
 
-    /// `record`, with `extra` fields after `fields` (which they must not
-    /// repeat): the caller's map is written as it is, not copied.
-    pub fn record_with(
-        &self,
-        event: &str,
-        fields: &Map<String, Value>,
-        extra: &[(&str, &Value)],
-    ) -> Queued<'_> {
+    /// `record` for typed fields: any value that serializes as a JSON
+    /// object without `timestamp` or `event_type` of its own, written as it
+    /// is, not copied.
+    pub fn record_fields<T: Serialize + ?Sized>(&self, event: &str, fields: &T) -> Queued<'_> {
+        let timestamp = now_rfc3339();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         // Formatted straight into the batch: no line buffer of its own.
-        format_line(&mut pending.bytes, event, &now_rfc3339(), fields, extra);
+        format_line(&mut pending.bytes, event, &timestamp, fields);
         pending.last += 1;
         Queued {
             log: self,
@@ -189,36 +187,39 @@ impl Drop for AuditLog {
     }
 }
 
-/// One JSON object on one line, appended to `out` straight from the
-/// borrowed fields.
-fn format_line(
-    out: &mut Vec<u8>,
-    event: &str,
-    timestamp: &str,
-    fields: &Map<String, Value>,
-    extra: &[(&str, &Value)],
-) {
-    use serde::ser::{SerializeMap, Serializer};
+/// One line: the log's own two keys, then the record's fields.
+#[derive(Serialize)]
+struct Line<'a, T: ?Sized> {
+    timestamp: &'a str,
+    event_type: &'a str,
+    #[serde(flatten)]
+    fields: &'a T,
+}
+
+/// A map of fields without the log's own two keys: a line with duplicate
+/// keys means different things to different readers.
+struct WithoutLogKeys<'a>(&'a Map<String, Value>);
+
+impl Serialize for WithoutLogKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        out.collect_map(
+            self.0
+                .iter()
+                .filter(|(key, _)| *key != "timestamp" && *key != "event_type"),
+        )
+    }
+}
+
+/// One JSON object on one line, appended to `out`.
+fn format_line<T: Serialize + ?Sized>(out: &mut Vec<u8>, event: &str, timestamp: &str, fields: &T) {
     let start = out.len();
-    let mut serializer = serde_json::Serializer::new(&mut *out);
-    let written = (|| {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("timestamp", timestamp)?;
-        map.serialize_entry("event_type", event)?;
-        for (key, value) in fields {
-            // The log's own two keys are never repeated: a line with
-            // duplicate keys means different things to different readers.
-            if key != "timestamp" && key != "event_type" {
-                map.serialize_entry(key, value)?;
-            }
-        }
-        for (key, value) in extra {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    })();
-    if let Err(err) = written {
-        // Strings and JSON values always serialize; keep the line whole.
+    let line = Line {
+        timestamp,
+        event_type: event,
+        fields,
+    };
+    if let Err(err) = serde_json::to_writer(&mut *out, &line) {
+        // Fields that are not an object (a bug) still leave a whole line.
         tracing::error!(error = %err, event, "audit record could not be formatted");
         out.truncate(start);
         out.extend_from_slice(b"{}");
@@ -275,13 +276,10 @@ mod tests {
         let mut fields = Map::new();
         fields.insert("agent_id".into(), "a".into());
         log.record("action.decided", &fields).written().await;
-        log.record_with(
-            "action.completed",
-            &fields,
-            &[("status", &Value::from(200))],
-        )
-        .written()
-        .await;
+        fields.insert("status".into(), 200.into());
+        // The log's own keys in the fields are not repeated.
+        fields.insert("event_type".into(), "forged".into());
+        log.record("action.completed", &fields).written().await;
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -291,6 +289,11 @@ mod tests {
         assert_eq!(lines[0]["event_type"], "action.decided");
         assert_eq!(lines[1]["agent_id"], "a");
         assert_eq!(lines[1]["status"], 200);
+        assert_eq!(lines[1]["event_type"], "action.completed");
+        assert_eq!(
+            text.lines().nth(1).unwrap().matches("event_type").count(),
+            1
+        );
         assert!(lines[1]["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 

@@ -24,4 +24,5 @@ pub mod rotation;
 pub mod run;
 pub mod server;
 pub mod signing;
+pub mod trail;
 pub mod upstream;

@@ -12,7 +12,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use kakunin_policy::{Context, Denial, Mode, Policy, Target};
-use serde_json::{json, Map, Value};
 
 use crate::audit::AuditLog;
 use crate::body::ProxyBody;
@@ -23,6 +22,7 @@ use crate::limits::Limits;
 use crate::resolve::{resolve, Resolved};
 use crate::revocation::{RevocationGate, OCSP_HEADER};
 use crate::signing;
+use crate::trail::{Trail, WouldDeny};
 use crate::upstream::{PoolKey, Upstream};
 
 pub struct Settings {
@@ -45,53 +45,35 @@ pub struct Proxy {
     pub gate: Arc<RevocationGate>,
 }
 
-/// What the audit records about a request as it moves along.
-struct Trail {
-    fields: Map<String, Value>,
-    would_deny: Vec<Value>,
-}
-
-impl Trail {
-    fn set(&mut self, key: &str, value: impl Into<Value>) {
-        self.fields.insert(key.into(), value.into());
-    }
-}
-
 impl Proxy {
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        let mut trail = Trail {
-            fields: Map::new(),
-            would_deny: Vec::new(),
-        };
-        trail.set("agent_id", self.policy.agent_id());
-        trail.set(
-            "agent_cert_serial",
-            self.gate.subject().summary.serial_hex.as_str(),
+        let mut trail = Trail::new(
+            self.policy.agent_id(),
+            self.gate.subject(),
+            request.method().clone(),
+            request.uri().path(),
         );
-        trail.set("method", request.method().as_str());
-        // The path only: a query string or user information may hold secrets.
-        trail.set("path", request.uri().path());
         let outcome = self.process(request, &mut trail).await;
-        trail.set("duration_ms", started.elapsed().as_millis() as u64);
+        trail.duration_ms = Some(started.elapsed().as_millis() as u64);
         match outcome {
             Ok(response) => {
-                trail.set("status", response.status().as_u16());
+                trail.status = Some(response.status().as_u16());
                 // Before the agent hears back, so the log is never behind it.
                 self.audit
-                    .record("action.completed", &trail.fields)
+                    .record_fields("action.completed", &trail)
                     .written()
                     .await;
                 response
             }
             Err(err) => {
-                trail.set("status", err.status.as_u16());
-                trail.set("decision", "deny");
-                trail.set("code", err.code);
-                trail.set("reason", err.message.as_str());
+                trail.status = Some(err.status.as_u16());
+                trail.decision = Some("deny");
+                trail.code = Some(err.code);
                 tracing::info!(code = err.code, reason = %err.message, "request refused");
+                trail.reason = Some(err.message.clone());
                 self.audit
-                    .record("action.refused", &trail.fields)
+                    .record_fields("action.refused", &trail)
                     .written()
                     .await;
                 err.into_response()
@@ -99,10 +81,10 @@ impl Proxy {
         }
     }
 
-    async fn process(
-        &self,
+    async fn process<'p>(
+        &'p self,
         request: Request<Incoming>,
-        trail: &mut Trail,
+        trail: &mut Trail<'p>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // A halted identity refuses everything, before any other check can
         // give a misleading answer (a rate limit, say) or spend budget.
@@ -135,8 +117,8 @@ impl Proxy {
             }
             Err(denial) => return Err(denial.into()),
         };
-        trail.set("host", target.host.as_str());
-        trail.set("port", port);
+        trail.host = Some(target.host.clone());
+        trail.port = Some(port);
 
         // 4. Resolve once; the addresses that pass are the ones dialled.
         let resolved = resolve(
@@ -182,7 +164,7 @@ impl Proxy {
             )
         })??;
         if let Some(rule) = action {
-            trail.set("action", rule.name.as_str());
+            trail.action = Some(rule.name.as_str());
             self.enforce(self.policy.check_body(rule, &body), trail)?;
         }
 
@@ -210,14 +192,9 @@ impl Proxy {
             // certificate that the handshake will present.
             admission = self.gate.admit().await?;
         }
-        trail.set(
-            "agent_cert_serial",
-            admission.subject.summary.serial_hex.as_str(),
-        );
-        trail.set("revocation", admission.status);
-        if let Some(note) = &admission.note {
-            trail.set("revocation_error", note.as_str());
-        }
+        trail.subject = admission.subject.clone();
+        trail.revocation = Some(admission.status);
+        trail.revocation_error = admission.note.take();
 
         // 8. Sign the request as it will leave: built first (hop-by-hop and
         // agent-supplied proof headers gone, Host and path final, staple
@@ -246,24 +223,17 @@ impl Proxy {
         } else {
             None
         };
-        trail.set("signed", signed.is_some());
-        if let Some(signed) = &signed {
-            trail.set("signature", signed.audit());
-        }
+        trail.signed = Some(signed.is_some());
+        trail.signature = signed;
 
         // 9. Intent, before anything leaves.
-        let decision = Value::from(if trail.would_deny.is_empty() {
+        trail.decision = Some(if trail.would_deny.is_empty() {
             "allow"
         } else {
             "would_deny"
         });
-        let would_deny = Value::Array(trail.would_deny.clone());
-        let mut extra = vec![("decision", &decision)];
-        if !trail.would_deny.is_empty() {
-            extra.push(("would_deny", &would_deny));
-        }
         self.audit
-            .record_with("action.decided", &trail.fields, &extra)
+            .record_fields("action.decided", &*trail)
             .written()
             .await;
 
@@ -277,9 +247,7 @@ impl Proxy {
             .upstream
             .send(key, &addrs, upstream_request, guard)
             .await?;
-        if let Some(addr) = dialled {
-            trail.set("upstream_addr", addr.to_string());
-        }
+        trail.upstream_addr = dialled;
 
         // 11. Answer.
         let (mut parts, body) = response.into_parts();
@@ -299,14 +267,19 @@ impl Proxy {
             && denial.code != kakunin_policy::DenyCode::MalformedTarget
     }
 
-    fn would_deny(&self, trail: &mut Trail, denial: Denial) {
+    fn would_deny(&self, trail: &mut Trail<'_>, denial: Denial) {
         tracing::warn!(code = denial.code.as_str(), reason = %denial.message, "would deny (report mode)");
-        trail
-            .would_deny
-            .push(json!({"code": denial.code.as_str(), "reason": denial.message}));
+        trail.would_deny.push(WouldDeny {
+            code: denial.code.as_str(),
+            reason: denial.message,
+        });
     }
 
-    fn enforce(&self, checked: Result<(), Denial>, trail: &mut Trail) -> Result<(), ProxyError> {
+    fn enforce(
+        &self,
+        checked: Result<(), Denial>,
+        trail: &mut Trail<'_>,
+    ) -> Result<(), ProxyError> {
         match checked {
             Ok(()) => Ok(()),
             Err(denial) if self.reportable(&denial) => {
@@ -320,15 +293,16 @@ impl Proxy {
     fn enforce_limit<T>(
         &self,
         checked: Result<T, ProxyError>,
-        trail: &mut Trail,
+        trail: &mut Trail<'_>,
     ) -> Result<Option<T>, ProxyError> {
         match checked {
             Ok(value) => Ok(Some(value)),
             Err(err) if self.policy.mode() == Mode::Report => {
                 tracing::warn!(code = err.code, reason = %err.message, "would deny (report mode)");
-                trail
-                    .would_deny
-                    .push(json!({"code": err.code, "reason": err.message}));
+                trail.would_deny.push(WouldDeny {
+                    code: err.code,
+                    reason: err.message,
+                });
                 Ok(None)
             }
             Err(err) => Err(err),
