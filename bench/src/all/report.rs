@@ -293,7 +293,8 @@ fn machine(s: &Settings, load_before: &str, load_after: &str) -> Value {
             // changes to its crates not yet committed.
             let clean = std::process::Command::new("git")
                 .args(["diff", "--quiet", "HEAD", "--"])
-                .args(["proxy", "signer", "policy", "authority", "Cargo.lock"])
+                .args(["proxy", "signer", "policy", "authority", "verifier"])
+                .args(["Cargo.toml", "Cargo.lock"])
                 .status()
                 .is_ok_and(|s| s.success());
             if clean {
