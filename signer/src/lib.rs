@@ -19,6 +19,7 @@ mod options;
 #[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod tls;
+mod verify;
 
 pub use backend::{KeyAlgorithm, KeyBackend, KeyError, Locality};
 pub use cert::{load_certificate_chain, parse_certificate_chain, CertError};
@@ -26,3 +27,4 @@ pub use file::FileKey;
 pub use keyref::{open_key, open_key_with, KeyRef};
 pub use options::KeyOptions;
 pub use tls::{AgentIdentity, IdentityError, SignerUnavailable};
+pub use verify::verifies;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use der::Decode;
 use kakunin_signer::{open_key_with, KeyAlgorithm, KeyBackend, KeyError, KeyOptions, Locality};
-use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use rustls::SignatureScheme;
 use softhsm::{softhsm, KeyKind, Token};
 
@@ -36,28 +35,11 @@ fn open_error(uri: &str, options: &KeyOptions) -> KeyError {
 
 /// Verifies a TLS-form signature with ring against the backend's SPKI.
 fn verify(key: &dyn KeyBackend, scheme: SignatureScheme, message: &[u8], sig: &[u8]) {
-    use SignatureScheme as S;
-    let algorithm: &dyn VerificationAlgorithm = match scheme {
-        S::ECDSA_NISTP256_SHA256 => &signature::ECDSA_P256_SHA256_ASN1,
-        S::ECDSA_NISTP384_SHA384 => &signature::ECDSA_P384_SHA384_ASN1,
-        S::ED25519 => &signature::ED25519,
-        S::RSA_PSS_SHA256 => &signature::RSA_PSS_2048_8192_SHA256,
-        S::RSA_PSS_SHA384 => &signature::RSA_PSS_2048_8192_SHA384,
-        S::RSA_PSS_SHA512 => &signature::RSA_PSS_2048_8192_SHA512,
-        S::RSA_PKCS1_SHA256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        S::RSA_PKCS1_SHA384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-        S::RSA_PKCS1_SHA512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-        other => panic!("no verifier for {other:?}"),
-    };
-    let spki = spki::SubjectPublicKeyInfoRef::from_der(key.public_key_spki()).unwrap();
-    UnparsedPublicKey::new(algorithm, spki.subject_public_key.as_bytes().unwrap())
-        .verify(message, sig)
-        .unwrap_or_else(|_| {
-            panic!(
-                "{scheme:?} signature from {} does not verify",
-                key.describe()
-            )
-        });
+    assert!(
+        kakunin_signer::verifies(scheme, key.public_key_spki(), message, sig),
+        "{scheme:?} signature from {} does not verify",
+        key.describe()
+    );
 }
 
 /// A token with one key of `kind` labelled "agent", id 0x01 0x02.

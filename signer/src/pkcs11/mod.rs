@@ -131,7 +131,7 @@ impl Pkcs11Key {
             key: self.name.clone(),
             reason: format!("the test signature failed: {e}"),
         })?;
-        if !errors::verifies(scheme, &self.spki, SELF_TEST, &signature) {
+        if !crate::verifies(scheme, &self.spki, SELF_TEST, &signature) {
             return Err(KeyError::Open {
                 key: self.name.clone(),
                 reason: "the public key read from the token does not verify the private key's \
