@@ -28,7 +28,7 @@ use kakunin_authority::{ServerRequest, Validity};
 use kakunin_verifier::{RevocationMode, VerifierConfig};
 use rustls::pki_types::ServerName;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -84,29 +84,6 @@ fn serve(listener: TcpListener, tls: Option<TlsAcceptor>) -> tokio::task::JoinHa
             });
         }
     })
-}
-
-/// The floor: mTLS with a client certificate required from the agents' CA
-/// (as the gateway's TLS layer requires), then the answer, nothing checked.
-fn direct_acceptor(lab: &Lab, server_cert: &str, server_key: &str) -> anyhow::Result<TlsAcceptor> {
-    let chain = CertificateDer::pem_slice_iter(server_cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("server certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(server_key.as_bytes()).context("server key")?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(lab.ca_der.clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The agent's side of mTLS: its certificate and key, the CA pinned.
@@ -271,7 +248,13 @@ pub async fn run(settings: &Settings, out: &std::path::Path) -> anyhow::Result<(
     let direct_addr = direct_listener.local_addr()?;
     let direct = serve(
         direct_listener,
-        Some(direct_acceptor(&lab, &server.cert_pem, &server_key)?),
+        // The floor: mTLS with a client certificate required from the agents'
+        // CA (as the gateway's TLS layer requires), then the answer.
+        Some(crate::tls::mtls_acceptor(
+            &server.cert_pem,
+            &server_key,
+            &lab.ca_der,
+        )?),
     );
     // (b) the gateway before the backend, checking revocation by staple.
     let mut verifier = VerifierConfig::new(vec![lab.ca_der.clone()]);

@@ -6,6 +6,7 @@ mod all;
 mod gateway;
 mod kms;
 mod revocation;
+mod tls;
 mod verify;
 
 use std::path::PathBuf;

@@ -145,21 +145,31 @@ impl Connection {
             Some(sender) if !sender.is_closed() => sender,
             _ => self.target.connect().await?,
         };
-        sender.ready().await?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let code = response
-            .headers()
-            .get("x-kakunin-error")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        response.into_body().collect().await?;
+        let label = exchange(&mut sender, request).await?;
         self.sender = Some(sender);
-        Ok(match code {
-            Some(code) => format!("{} {code}", status.as_u16()),
-            None => status.as_u16().to_string(),
-        })
+        Ok(label)
     }
+}
+
+/// Sends `request` on `sender`, reads the whole answer and labels it: the
+/// status, with Kakunin's `X-Kakunin-Error` code when there is one.
+pub async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<String> {
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let code = response
+        .headers()
+        .get("x-kakunin-error")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    response.into_body().collect().await?;
+    Ok(match code {
+        Some(code) => format!("{} {code}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    })
 }
 
 /// Opens `count` connections, `at_once` at a time, each sending one

@@ -13,7 +13,7 @@ mod child;
 mod haproxy;
 mod install;
 mod kakunin;
-mod load;
+pub mod load;
 mod measure;
 mod nginx;
 pub mod paths;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -141,20 +141,9 @@ impl Connection {
             Some(sender) if !sender.is_closed() => sender,
             _ => self.connect().await?,
         };
-        sender.ready().await?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let code = response
-            .headers()
-            .get("x-kakunin-error")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        response.into_body().collect().await?;
+        let label = crate::all::load::exchange(&mut sender, request).await?;
         self.sender = Some(sender);
-        Ok(match code {
-            Some(code) => format!("{} {code}", status.as_u16()),
-            None => status.as_u16().to_string(),
-        })
+        Ok(label)
     }
 }
 
