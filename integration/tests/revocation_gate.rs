@@ -24,18 +24,7 @@ fn policy_with(revocation: &str) -> String {
 }
 
 fn trade(proxy: &ProxyProcess) -> Answer {
-    curl(
-        proxy,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            TRADE,
-            "http://api.exchange.com/v1/trades",
-        ],
-    )
+    post_json(proxy, "http://api.exchange.com/v1/trades", TRADE)
 }
 
 /// Trades until one is refused (or `limit` passes); the refusal.

@@ -10,7 +10,7 @@ use aws_sdk_kms::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use kakunin::demo::exchange::Exchange;
 
-use super::{curl, verify_signed_echo, Answer, Pki, ProxyProcess, POLICY};
+use super::{post_json, verify_signed_echo, Answer, Pki, ProxyProcess, POLICY};
 
 /// The region the test services answer for; key ARNs name it.
 pub const REGION: &str = "eu-west-1";
@@ -217,16 +217,5 @@ impl KmsAgent {
 
 /// The seed's trade, through the proxy: a POST, so it is signed.
 pub fn trade(proxy: &ProxyProcess) -> Answer {
-    curl(
-        proxy,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            TRADE,
-            "http://api.exchange.com/v1/trades",
-        ],
-    )
+    post_json(proxy, "http://api.exchange.com/v1/trades", TRADE)
 }

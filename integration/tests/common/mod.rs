@@ -486,6 +486,22 @@ pub fn curl(proxy: &ProxyProcess, args: &[&str]) -> Answer {
     run_curl(proxy.url(), args.iter().map(|a| a.to_string()).collect())
 }
 
+/// A JSON POST to `url` through the proxy (an action, so it is signed).
+pub fn post_json(proxy: &ProxyProcess, url: &str, body: &str) -> Answer {
+    curl(
+        proxy,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            body,
+            url,
+        ],
+    )
+}
+
 /// `curl` for async tests: runs on the blocking pool.
 pub async fn curl_async(proxy_url: String, args: Vec<String>) -> Answer {
     tokio::task::spawn_blocking(move || run_curl(proxy_url, args))
