@@ -17,6 +17,11 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 
 /// A stand-in with one P-256 key, its admin client and an agent for it.
 async fn standin_agent() -> (Standin, KmsAdmin, KmsKey, KmsAgent) {
+    standin_agent_with(POLICY).await
+}
+
+/// As `standin_agent`, with the agent certified for `policy`.
+async fn standin_agent_with(policy: &str) -> (Standin, KmsAdmin, KmsKey, KmsAgent) {
     let standin = Standin::start(Settings::default()).await.unwrap();
     let made = standin.create_key(KeySpec::EccNistP256).unwrap();
     let key = KmsKey {
@@ -24,8 +29,23 @@ async fn standin_agent() -> (Standin, KmsAdmin, KmsKey, KmsAgent) {
         arn: made.arn,
     };
     let admin = KmsAdmin::new(&standin.endpoint_url());
-    let agent = KmsAgent::new(&admin, &key, standin.endpoint_url()).await;
+    let agent = KmsAgent::with_policy(&admin, &key, standin.endpoint_url(), policy).await;
     (standin, admin, key, agent)
+}
+
+/// Waits (a minute at most) until `count` Sign calls are held inside the
+/// stand-in.
+async fn until_held(standin: &Standin, count: u64, failure: &str) {
+    let mut polls = 0;
+    while standin.stats().sign_in_flight < count {
+        polls += 1;
+        assert!(
+            polls < 3000,
+            "only {} of {count} signatures reached KMS{failure}",
+            standin.stats().sign_in_flight
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A fresh RSA-2048 private key as PKCS#8 DER, from the `openssl` CLI
@@ -104,16 +124,7 @@ async fn a_slow_kms_delays_only_the_requests_that_wait_for_it() {
     // All eight are inside the stand-in before the check below. Were a
     // waiting handshake to hold a proxy worker, the proxy would stall here
     // with fewer: that is the failure this test is for.
-    let mut polls = 0;
-    while standin.stats().sign_in_flight < 8 {
-        polls += 1;
-        assert!(
-            polls < 3000,
-            "only {} of 8 signatures reached KMS: the proxy stalled behind the held ones",
-            standin.stats().sign_in_flight
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_held(&standin, 8, ": the proxy stalled behind the held ones").await;
 
     for _ in 0..3 {
         let quick = get(&proxy, "http://api.exchange.com/v1/prices")
@@ -135,6 +146,41 @@ async fn a_slow_kms_delays_only_the_requests_that_wait_for_it() {
     // The eight held, and the handshakes of any new connections the
     // released trades needed (how many depends on how they interleave).
     assert!(standin.stats().sign_accepted >= signs_before + 8);
+}
+
+/// Request signatures held in KMS are awaited, not waited on by threads:
+/// 32 trades whose Sign the stand-in holds add no threads to the proxy (a
+/// thread each, as a blocking wait would take, is 32 stacks and as many
+/// malloc arenas), and all complete once KMS answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn held_kms_signatures_cost_no_threads() {
+    // The seed's policy allows 5 trades in flight; this test holds 32.
+    let policy = POLICY.replace(r#", "max_concurrent_trades": 5"#, "");
+    assert_ne!(policy, POLICY);
+    let (standin, _admin, key, agent) = standin_agent_with(&policy).await;
+    let proxy = agent.start(&key.arn, "sign_deadline_ms = 120000");
+    // Pool one connection first, so the held trades need no handshake.
+    let warm = get(&proxy, "http://api.exchange.com/v1/prices")
+        .await
+        .unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.body);
+    let threads_before = proxy.threads();
+
+    standin.set_sign_delay(Duration::from_secs(3600));
+    let trades: Vec<_> = (0..32).map(|_| post_trade(&proxy)).collect();
+    until_held(&standin, 32, "").await;
+    let threads_held = proxy.threads();
+    // A little slack for the runtime's own housekeeping, far below 32.
+    assert!(
+        threads_held <= threads_before + 4,
+        "{threads_held} threads with 32 signatures held in KMS, {threads_before} before"
+    );
+
+    standin.set_sign_delay(Duration::ZERO);
+    for trade in trades {
+        let answer = trade.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
 }
 
 /// A Sign that outlasts the deadline fails the request closed, and the

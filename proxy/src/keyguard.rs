@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kakunin_policy::{Context, Mode, Policy};
-use kakunin_signer::{KeyAlgorithm, KeyBackend, KeyError, Locality};
+use kakunin_signer::{KeyAlgorithm, KeyBackend, KeyError, Locality, PendingSignature};
 use rustls::SignatureScheme;
 
 use crate::clock::unix_now;
@@ -104,6 +104,12 @@ impl KeyBackend for ContextGuard {
         self.check()?;
         self.inner.sign(scheme, message)
     }
+    fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
+        match self.check() {
+            Ok(()) => self.inner.sign_async(scheme, message),
+            Err(refused) => Box::pin(std::future::ready(Err(refused))),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -129,21 +135,41 @@ impl KeyBackend for MeteredKey {
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let started = Instant::now();
         let signed = self.inner.sign(scheme, message);
-        self.metrics.calls.get_or_create(&self.label).inc();
-        self.metrics
-            .seconds
-            .get_or_create(&self.label)
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(err) = &signed {
-            self.metrics
-                .errors
-                .get_or_create(&ErrorLabel {
-                    backend: self.label.backend.clone(),
-                    kind: err.kind().to_string(),
-                })
-                .inc();
-        }
+        record(&self.metrics, &self.label, started, &signed);
         signed
+    }
+    fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
+        let started = Instant::now();
+        let pending = self.inner.sign_async(scheme, message);
+        let (metrics, label) = (self.metrics.clone(), self.label.clone());
+        Box::pin(async move {
+            let signed = pending.await;
+            record(&metrics, &label, started, &signed);
+            signed
+        })
+    }
+}
+
+/// One call to the backend, however it ended, in the key metrics.
+fn record(
+    metrics: &KeyMetrics,
+    label: &BackendLabel,
+    started: Instant,
+    signed: &Result<Vec<u8>, KeyError>,
+) {
+    metrics.calls.get_or_create(label).inc();
+    metrics
+        .seconds
+        .get_or_create(label)
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(err) = signed {
+        metrics
+            .errors
+            .get_or_create(&ErrorLabel {
+                backend: label.backend.clone(),
+                kind: err.kind().to_string(),
+            })
+            .inc();
     }
 }
 
@@ -226,6 +252,83 @@ mod tests {
         let metrics = Metrics::new();
         let key = guard(file_key(), &policy(&window), None, metrics.key.clone());
         assert_eq!(key.sign(P256, b"m").unwrap_err().kind(), "out_of_context");
+    }
+
+    /// A KMS-like key: signs only through `sign_async`, and counts calls.
+    #[derive(Debug)]
+    struct AsyncKey {
+        inner: Arc<dyn KeyBackend>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl KeyBackend for AsyncKey {
+        fn describe(&self) -> String {
+            "aws-kms:arn:aws:kms:eu-west-1:1:key/k".into()
+        }
+        fn algorithm(&self) -> KeyAlgorithm {
+            self.inner.algorithm()
+        }
+        fn public_key_spki(&self) -> &[u8] {
+            self.inner.public_key_spki()
+        }
+        fn locality(&self) -> Locality {
+            Locality::RemoteAsync
+        }
+        fn sign(&self, _: SignatureScheme, _: &[u8]) -> Result<Vec<u8>, KeyError> {
+            unreachable!("the guard must forward sign_async as sign_async")
+        }
+        fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let signed = self.inner.sign(scheme, message);
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                signed
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_signatures_are_checked_counted_and_timed() {
+        let inner = Arc::new(AsyncKey {
+            inner: file_key(),
+            calls: Default::default(),
+        });
+        let metrics = Metrics::new();
+        let key = guard(inner.clone(), &policy(""), None, metrics.key.clone());
+        assert_eq!(key.locality(), Locality::RemoteAsync);
+        let signature = key.sign_async(P256, b"m").await.unwrap();
+        assert!(kakunin_signer::verifies(
+            P256,
+            key.public_key_spki(),
+            b"m",
+            &signature
+        ));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"kakunin_key_sign_calls_total{backend="aws-kms"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("kakunin_key_sign_duration_seconds_count{backend=\"aws-kms\"} 1"),
+            "{text}"
+        );
+
+        let outside = guard(
+            inner.clone(),
+            &policy(r#""allowed_regions": ["eu-west-1"]"#),
+            Some("us-east-1".into()),
+            metrics.key.clone(),
+        );
+        let err = outside.sign_async(P256, b"m").await.unwrap_err();
+        assert_eq!(err.kind(), "out_of_context");
+        assert_eq!(inner.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_key_without_an_async_form_refuses_sign_async() {
+        let key = guard(file_key(), &policy(""), None, Metrics::new().key.clone());
+        let err = key.sign_async(P256, b"m").await.unwrap_err();
+        assert_eq!(err.kind(), "unsupported");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderMap, Method, Request};
+use http::{Method, Request};
 use http_body_util::Full;
 use kakunin_policy::ActionRule;
 use kakunin_signer::httpsig::{self, HttpSigError, RequestSigner, TargetUri};
@@ -55,32 +55,56 @@ pub async fn sign(
     subject: Arc<Subject>,
     lifetime_secs: u64,
 ) -> Result<Signed, ProxyError> {
-    let job = Job {
-        target: target_uri(request)?,
-        method: request.method().clone(),
-        body,
-        key,
-        subject,
-        lifetime_secs,
-    };
-    match job.key.locality() {
-        Locality::InProcess => job.run(request.headers_mut()),
-        // A KMS or HSM call blocks on the network: never on a runtime
-        // worker, where it would stall every other request on that thread.
+    let target = target_uri(request)?;
+    let method = request.method().clone();
+    let nonce = httpsig::new_nonce().map_err(|e| {
+        ProxyError::signer_unavailable(format!("no nonce for the request signature: {e}"))
+    })?;
+    let created_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let keyid = subject.summary.serial_hex.as_str();
+    let unsigned = httpsig::prepare_request(
+        request.headers_mut(),
+        method.as_str(),
+        &target,
+        &body,
+        &RequestSigner {
+            key: key.as_ref(),
+            keyid,
+            certificate: subject.leaf.as_ref(),
+            created_ms,
+            lifetime_secs,
+            nonce: nonce.clone(),
+        },
+    )
+    .map_err(refusal)?;
+    let (scheme, base) = (unsigned.scheme(), unsigned.base());
+    let signature = match key.locality() {
+        Locality::InProcess => key.sign(scheme, base),
+        // Awaited with no thread held: a slow KMS costs a future per
+        // request in flight, not a thread.
+        Locality::RemoteAsync => key.sign_async(scheme, base).await,
+        // A blocking call (an HSM's C API) never runs on a runtime worker,
+        // where it would stall every other request on that thread.
         Locality::Remote => {
-            let mut headers = std::mem::take(request.headers_mut());
-            let (headers, signed) = tokio::task::spawn_blocking(move || {
-                let signed = job.run(&mut headers);
-                (headers, signed)
-            })
-            .await
-            .map_err(|e| {
-                ProxyError::signer_unavailable(format!("the request signing task failed: {e}"))
-            })?;
-            *request.headers_mut() = headers;
-            signed
+            let (key, base) = (key.clone(), base.to_vec());
+            tokio::task::spawn_blocking(move || key.sign(scheme, &base))
+                .await
+                .map_err(|e| {
+                    ProxyError::signer_unavailable(format!("the request signing task failed: {e}"))
+                })?
         }
     }
+    .map_err(|e| refusal(HttpSigError::Sign(e)))?;
+    unsigned
+        .finish(request.headers_mut(), key.as_ref(), signature)
+        .map_err(refusal)?;
+    Ok(Signed {
+        keyid: keyid.to_string(),
+        nonce,
+        created: created_ms / 1000,
+    })
 }
 
 /// The `@target-uri` read back from the built request, so that what is
@@ -95,51 +119,6 @@ fn target_uri(request: &Request<Full<Bytes>>) -> Result<TargetUri, ProxyError> {
         .ok_or_else(|| ProxyError::malformed("the request has no Host header to sign"))?;
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     Ok(TargetUri::new("https", host, path))
-}
-
-/// Everything one signature needs, owned, so that it can move to the
-/// blocking pool.
-struct Job {
-    target: TargetUri,
-    method: Method,
-    body: Bytes,
-    key: Arc<dyn KeyBackend>,
-    subject: Arc<Subject>,
-    lifetime_secs: u64,
-}
-
-impl Job {
-    fn run(&self, headers: &mut HeaderMap) -> Result<Signed, ProxyError> {
-        let nonce = httpsig::new_nonce().map_err(|e| {
-            ProxyError::signer_unavailable(format!("no nonce for the request signature: {e}"))
-        })?;
-        // Taken here, not earlier: on the blocking pool a remote key may
-        // start late, and `created` should say when the signature was made.
-        let created_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let keyid = self.subject.summary.serial_hex.as_str();
-        httpsig::sign_request(
-            headers,
-            self.method.as_str(),
-            &self.target,
-            &self.body,
-            &RequestSigner {
-                key: self.key.as_ref(),
-                keyid,
-                certificate: self.subject.leaf.as_ref(),
-                created_ms,
-                lifetime_secs: self.lifetime_secs,
-                nonce: nonce.clone(),
-            },
-        )
-        .map_err(refusal)?;
-        Ok(Signed {
-            keyid: keyid.to_string(),
-            nonce,
-            created: created_ms / 1000,
-        })
-    }
 }
 
 /// A key that fails is our side being unavailable (503); anything else is
@@ -161,9 +140,10 @@ mod tests {
     use base64::Engine;
     use http::StatusCode;
     use kakunin_signer::httpsig::{check_content_digest, parse_signature, verify_signature};
-    use kakunin_signer::{FileKey, KeyAlgorithm, KeyError};
+    use kakunin_signer::{FileKey, KeyAlgorithm, KeyError, PendingSignature};
     use rustls::SignatureScheme;
     use rustls_pki_types::CertificateDer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn p256() -> FileKey {
         let rng = ring::rand::SystemRandom::new();
@@ -220,6 +200,7 @@ mod tests {
         locality: Locality,
         broken: bool,
         threads: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+        async_calls: AtomicUsize,
     }
 
     impl Wrapped {
@@ -229,6 +210,7 @@ mod tests {
                 locality,
                 broken,
                 threads: Default::default(),
+                async_calls: AtomicUsize::new(0),
             })
         }
     }
@@ -258,6 +240,32 @@ mod tests {
                 });
             }
             self.inner.sign(scheme, message)
+        }
+        /// Signs on a thread of its own and answers through a channel, as
+        /// the KMS client's runtime does, counting the calls.
+        fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
+            self.async_calls.fetch_add(1, Ordering::SeqCst);
+            let signed = if self.broken {
+                Err(KeyError::Sign {
+                    key: "wrapped".into(),
+                    reason: "KMS throttled the request".into(),
+                })
+            } else {
+                self.inner.sign(scheme, message)
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let _ = tx.send(signed);
+            });
+            Box::pin(async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(KeyError::Sign {
+                        key: "wrapped".into(),
+                        reason: "the signing thread went away".into(),
+                    })
+                })
+            })
         }
     }
 
@@ -374,7 +382,8 @@ mod tests {
         let threads = key.threads.lock().unwrap().clone();
         assert_eq!(threads.len(), 1);
         assert_ne!(threads[0], std::thread::current().id());
-        // The headers came back from the blocking pool with the signature.
+        // Only the key's call went to the blocking pool; the request kept
+        // its headers.
         assert_eq!(req.headers()[HOST], "api.exchange.com");
         verify(&req, b"", key.public_key_spki());
         let parsed = parse_signature(req.headers(), "kakunin").unwrap();
@@ -385,9 +394,39 @@ mod tests {
         );
     }
 
+    /// The runtime's only thread goes on serving while the signature is
+    /// out: nothing blocks on it, and the blocking `sign` is never called.
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_remote_keys_are_awaited_without_blocking_a_thread() {
+        let key = Wrapped::new(Locality::RemoteAsync, false);
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let body = Bytes::from_static(b"{}");
+        let mut req = request(Method::PUT, "api.exchange.com", "/v1/orders/7", None);
+        sign(&mut req, body.clone(), key.clone(), subject(), 60)
+            .await
+            .unwrap();
+        ticker.abort();
+        assert_eq!(key.async_calls.load(Ordering::SeqCst), 1);
+        assert!(key.threads.lock().unwrap().is_empty(), "sign was called");
+        assert!(
+            ticks.load(Ordering::SeqCst) >= 2,
+            "the runtime thread was blocked during the 20 ms signature"
+        );
+        verify(&req, &body, key.public_key_spki());
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_key_that_fails_is_503_signer_unavailable() {
-        for locality in [Locality::InProcess, Locality::Remote] {
+        for locality in [Locality::InProcess, Locality::Remote, Locality::RemoteAsync] {
             let key = Wrapped::new(locality, true);
             let mut req = request(Method::POST, "api.exchange.com", "/v1/trades", None);
             let err = sign(&mut req, Bytes::new(), key, subject(), 60)

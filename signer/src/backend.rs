@@ -1,4 +1,6 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rustls::SignatureScheme;
@@ -12,7 +14,16 @@ pub enum Locality {
     /// Signing is a network or device round trip that blocks; it must not
     /// occupy an async worker thread.
     Remote,
+    /// Signing is a network round trip made by an async client (KMS).
+    /// [`KeyBackend::sign_async`] waits for it without holding any thread,
+    /// so a thousand signatures in flight cost a thousand small futures, not
+    /// a thousand threads; [`KeyBackend::sign`] still works, and blocks as
+    /// for `Remote`.
+    RemoteAsync,
 }
+
+/// A signature being made elsewhere (see [`Locality::RemoteAsync`]).
+pub type PendingSignature = Pin<Box<dyn Future<Output = Result<Vec<u8>, KeyError>> + Send>>;
 
 /// The public-key algorithm of a backend's key. The signature scheme is
 /// chosen from this, never from the certificate's signature algorithm (which
@@ -164,4 +175,17 @@ pub trait KeyBackend: Send + Sync + fmt::Debug {
     /// `self.algorithm().tls_schemes()`. ECDSA signatures are DER-encoded, as
     /// TLS wants them.
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+
+    /// [`KeyBackend::sign`] as a future that holds no thread while it waits,
+    /// for keys whose `locality` is [`Locality::RemoteAsync`]; the call is
+    /// started before this returns. Others keep the default, which refuses:
+    /// a caller that asks anyway gets an error, never a blocked worker.
+    fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
+        let _ = (scheme, message);
+        let refused = KeyError::Unsupported {
+            reference: self.describe(),
+            reason: "this key signs synchronously; call sign".into(),
+        };
+        Box::pin(std::future::ready(Err(refused)))
+    }
 }

@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::KeyError;
@@ -45,7 +46,9 @@ impl Default for KeyOptions {
 #[derive(Debug)]
 #[cfg_attr(not(any(feature = "aws-kms", feature = "pkcs11")), allow(dead_code))]
 pub(crate) struct Admission {
-    waiting: AtomicUsize,
+    // Shared with every `Admitted`, which may outlive the borrow that made
+    // it (it travels inside a pending KMS signature).
+    waiting: Arc<AtomicUsize>,
     limit: usize,
 }
 
@@ -53,12 +56,12 @@ pub(crate) struct Admission {
 impl Admission {
     pub(crate) fn new(limit: usize) -> Self {
         Admission {
-            waiting: AtomicUsize::new(0),
+            waiting: Arc::new(AtomicUsize::new(0)),
             limit: limit.max(1),
         }
     }
 
-    pub(crate) fn enter(&self, key: &str) -> Result<Admitted<'_>, KeyError> {
+    pub(crate) fn enter(&self, key: &str) -> Result<Admitted, KeyError> {
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
         if before >= self.limit {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -68,16 +71,16 @@ impl Admission {
                 limit: self.limit,
             });
         }
-        Ok(Admitted(self))
+        Ok(Admitted(self.waiting.clone()))
     }
 }
 
 /// One admitted signature; leaving (however it ends) frees its place.
-pub(crate) struct Admitted<'a>(&'a Admission);
+pub(crate) struct Admitted(Arc<AtomicUsize>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -211,7 +211,7 @@ impl Signer for BackendSigner {
         };
         match self.backend.locality() {
             Locality::InProcess => sign(),
-            Locality::Remote => run_blocking(sign),
+            Locality::Remote | Locality::RemoteAsync => run_blocking(sign),
         }
     }
 

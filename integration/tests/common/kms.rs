@@ -172,9 +172,19 @@ pub struct KmsAgent {
 
 impl KmsAgent {
     pub async fn new(admin: &KmsAdmin, key: &KmsKey, endpoint: String) -> KmsAgent {
+        Self::with_policy(admin, key, endpoint, POLICY).await
+    }
+
+    /// An agent certified for (and running) `policy` instead of the seed's.
+    pub async fn with_policy(
+        admin: &KmsAdmin,
+        key: &KmsKey,
+        endpoint: String,
+        policy: &str,
+    ) -> KmsAgent {
         let pki = Pki::new();
         let exchange = pki.exchange().await;
-        let cert_der = pki.certify_public_key(POLICY, &admin.public_key_der(&key.id));
+        let cert_der = pki.certify_public_key(policy, &admin.public_key_der(&key.id));
         KmsAgent {
             pki,
             exchange,

@@ -411,6 +411,13 @@ impl ProxyProcess {
         }
     }
 
+    /// How many threads the proxy process has now (Linux /proc).
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .expect("the proxy is running")
+            .count()
+    }
+
     /// The proxy's /metrics text (it must have been started with
     /// `metrics_listen`).
     pub fn metrics(&self) -> String {

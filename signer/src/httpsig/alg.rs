@@ -81,7 +81,7 @@ impl SigAlg {
     }
 
     /// The TLS scheme that asks a key backend for this algorithm's signature.
-    fn scheme(self) -> SignatureScheme {
+    pub(crate) fn scheme(self) -> SignatureScheme {
         match self {
             SigAlg::EcdsaP256Sha256 => SignatureScheme::ECDSA_NISTP256_SHA256,
             SigAlg::EcdsaP384Sha384 => SignatureScheme::ECDSA_NISTP384_SHA384,
@@ -110,10 +110,19 @@ impl SigAlg {
 }
 
 /// Signs `message` (the signature base) through the key backend, in the
-/// wire form RFC 9421 wants: ECDSA as fixed-width r||s, not the DER that TLS
-/// uses and backends return.
+/// wire form RFC 9421 wants (see [`wire_form`]).
 pub fn sign(key: &dyn KeyBackend, alg: SigAlg, message: &[u8]) -> Result<Vec<u8>, KeyError> {
     let signature = key.sign(alg.scheme(), message)?;
+    wire_form(key, alg, signature)
+}
+
+/// A backend's signature in the wire form RFC 9421 wants: ECDSA as
+/// fixed-width r||s, not the DER that TLS uses and backends return.
+pub(crate) fn wire_form(
+    key: &dyn KeyBackend,
+    alg: SigAlg,
+    signature: Vec<u8>,
+) -> Result<Vec<u8>, KeyError> {
     match alg.scalar_len() {
         None => Ok(signature),
         Some(width) => ecdsa_der_to_fixed(&signature, width).ok_or_else(|| KeyError::Sign {

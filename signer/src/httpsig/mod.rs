@@ -27,6 +27,7 @@ pub use header::{
 };
 pub use params::{SignatureInput, SignatureParams};
 pub use profile::{
-    check_profile, new_nonce, sign_request, verify_signature, RequestSigner, LABEL, TAG,
-    X_AGENT_CERTIFICATE, X_AGENT_OCSP, X_AGENT_SIGNATURE, X_AGENT_TIMESTAMP,
+    check_profile, new_nonce, prepare_request, sign_request, verify_signature, RequestSigner,
+    UnsignedRequest, LABEL, TAG, X_AGENT_CERTIFICATE, X_AGENT_OCSP, X_AGENT_SIGNATURE,
+    X_AGENT_TIMESTAMP,
 };

@@ -6,6 +6,7 @@
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls::SignatureScheme;
 
 use super::alg::{self, SigAlg};
 use super::base::{kakunin_components, signature_base};
@@ -59,6 +60,32 @@ pub fn sign_request(
     body: &[u8],
     signer: &RequestSigner<'_>,
 ) -> Result<(), HttpSigError> {
+    let unsigned = prepare_request(headers, method, target, body, signer)?;
+    let signature = signer.key.sign(unsigned.scheme(), unsigned.base())?;
+    unsigned.finish(headers, signer.key, signature)
+}
+
+/// A request whose signature base is built but not yet signed: the key is
+/// asked in between, by [`sign_request`] at once or by a caller that awaits
+/// a remote key ([`crate::KeyBackend::sign_async`]).
+#[derive(Debug)]
+pub struct UnsignedRequest {
+    alg: SigAlg,
+    input_line: String,
+    base: String,
+    certificate_b64: String,
+    created_ms: u64,
+}
+
+/// Sets `Content-Digest` in `headers` and builds the signature base that
+/// [`UnsignedRequest::finish`] completes.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    method: &str,
+    target: &TargetUri,
+    body: &[u8],
+    signer: &RequestSigner<'_>,
+) -> Result<UnsignedRequest, HttpSigError> {
     let alg = SigAlg::for_key(signer.key.algorithm());
     set(headers, "content-digest", &content_digest(body))?;
     let created = i64::try_from(signer.created_ms / 1000)
@@ -82,23 +109,47 @@ pub fn sign_request(
         headers,
     };
     let base = signature_base(&message, &input)?;
-    let signature = alg::sign(signer.key, alg, base.as_bytes())?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let encoded = b64.encode(&signature);
-    set(
-        headers,
-        "signature-input",
-        &format!("{LABEL}={}", input.line),
-    )?;
-    set(headers, "signature", &format!("{LABEL}=:{encoded}:"))?;
-    set(headers, X_AGENT_SIGNATURE, &encoded)?;
-    set(
-        headers,
-        X_AGENT_CERTIFICATE,
-        &b64.encode(signer.certificate),
-    )?;
-    set(headers, X_AGENT_TIMESTAMP, &signer.created_ms.to_string())?;
-    Ok(())
+    Ok(UnsignedRequest {
+        alg,
+        input_line: input.line,
+        base,
+        certificate_b64: base64::engine::general_purpose::STANDARD.encode(signer.certificate),
+        created_ms: signer.created_ms,
+    })
+}
+
+impl UnsignedRequest {
+    /// The scheme to ask the key backend for.
+    pub fn scheme(&self) -> SignatureScheme {
+        self.alg.scheme()
+    }
+
+    /// The signature base: what the key signs.
+    pub fn base(&self) -> &[u8] {
+        self.base.as_bytes()
+    }
+
+    /// Sets the signature headers from `signature`, `key`'s answer for
+    /// [`Self::base`] (ECDSA as DER, as backends return it).
+    pub fn finish(
+        self,
+        headers: &mut HeaderMap,
+        key: &dyn KeyBackend,
+        signature: Vec<u8>,
+    ) -> Result<(), HttpSigError> {
+        let signature = alg::wire_form(key, self.alg, signature)?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&signature);
+        set(
+            headers,
+            "signature-input",
+            &format!("{LABEL}={}", self.input_line),
+        )?;
+        set(headers, "signature", &format!("{LABEL}=:{encoded}:"))?;
+        set(headers, X_AGENT_SIGNATURE, &encoded)?;
+        set(headers, X_AGENT_CERTIFICATE, &self.certificate_b64)?;
+        set(headers, X_AGENT_TIMESTAMP, &self.created_ms.to_string())?;
+        Ok(())
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), HttpSigError> {

@@ -5,7 +5,9 @@
 //! own: a signature is a task spawned there, and the caller (already moved
 //! off the proxy's workers, see `tls.rs`) waits for its answer on a channel,
 //! never longer than the deadline. A slow KMS therefore holds only the
-//! callers that need it, and never a thread of the proxy's runtime.
+//! callers that need it, and never a thread of the proxy's runtime. The
+//! proxy's request signatures do not even hold a thread: they await the
+//! same task's answer (`KmsRuntime::start`).
 
 use std::future::Future;
 use std::sync::mpsc;
@@ -17,6 +19,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kms::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::oneshot;
 
 use super::reference::KmsKeyRef;
 use crate::options::KeyOptions;
@@ -68,6 +71,37 @@ impl KmsRuntime {
         rx.recv_timeout(wait + Duration::from_millis(50)).ok()
     }
 }
+
+impl KmsRuntime {
+    /// Starts `work` on the KMS runtime and returns its answer as a future
+    /// that holds no thread: `Ok(None)` when `wait` ran out, `Err(Stopped)`
+    /// when the runtime went away first. Dropping the future cancels the
+    /// call, so an agent that hangs up does not leave KMS work behind.
+    pub(crate) fn start<T, F>(
+        &self,
+        wait: Duration,
+        work: F,
+    ) -> impl Future<Output = Result<Option<T>, Stopped>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (mut tx, rx) = oneshot::channel();
+        self.handle.spawn(async move {
+            tokio::select! {
+                answer = tokio::time::timeout(wait, work) => {
+                    let _ = tx.send(answer.ok());
+                }
+                () = tx.closed() => {}
+            }
+        });
+        async move { rx.await.map_err(|_| Stopped) }
+    }
+}
+
+/// The KMS runtime shut down while a call was on it.
+#[derive(Debug)]
+pub(crate) struct Stopped;
 
 impl Drop for KmsRuntime {
     fn drop(&mut self) {

@@ -6,6 +6,7 @@ mod errors;
 mod reference;
 mod spec;
 
+use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
@@ -13,9 +14,9 @@ use aws_sdk_kms::types::{KeyState, KeyUsageType};
 use aws_sdk_kms::Client;
 use rustls::SignatureScheme;
 
-use crate::backend::{KeyAlgorithm, KeyBackend, KeyError, Locality};
-use crate::options::{Admission, KeyOptions};
-use client::KmsRuntime;
+use crate::backend::{KeyAlgorithm, KeyBackend, KeyError, Locality, PendingSignature};
+use crate::options::{Admission, Admitted, KeyOptions};
+use client::{KmsRuntime, Stopped};
 
 /// Opening a key is allowed at least this long: at start the credential
 /// chain may have to ask the instance metadata service or STS first.
@@ -154,16 +155,58 @@ impl KeyBackend for AwsKmsKey {
     }
 
     fn locality(&self) -> Locality {
-        Locality::Remote
+        Locality::RemoteAsync
     }
 
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let (_admitted, call) = self.sign_call(scheme, message)?;
+        self.runtime
+            .run(self.deadline, call)
+            .unwrap_or_else(|| Err(timed_out(&self.described, self.deadline)))
+    }
+
+    fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
+        let (admitted, call) = match self.sign_call(scheme, message) {
+            Ok(started) => started,
+            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
+        };
+        let answer = self.runtime.start(self.deadline, call);
+        let (key, deadline) = (self.described.clone(), self.deadline);
+        Box::pin(async move {
+            // Holds the place in the queue until the answer is in.
+            let _admitted = admitted;
+            match answer.await {
+                Ok(Some(signed)) => signed,
+                Ok(None) => Err(timed_out(&key, deadline)),
+                Err(Stopped) => Err(KeyError::Sign {
+                    key,
+                    reason: "the KMS client shut down during the call".into(),
+                }),
+            }
+        })
+    }
+}
+
+impl AwsKmsKey {
+    /// One Sign call for `message`, admitted (or refused as busy) but not
+    /// yet started: both `sign` and `sign_async` run it on the KMS runtime.
+    fn sign_call(
+        &self,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<
+        (
+            Admitted,
+            impl Future<Output = Result<Vec<u8>, KeyError>> + Send + 'static,
+        ),
+        KeyError,
+    > {
         let call =
             spec::plan(self.algorithm, scheme, message).map_err(|reason| KeyError::Sign {
                 key: self.described.clone(),
                 reason,
             })?;
-        let _admitted = self.admission.enter(&self.described)?;
+        let admitted = self.admission.enter(&self.described)?;
         let request = self
             .client
             .sign()
@@ -173,25 +216,26 @@ impl KeyBackend for AwsKmsKey {
             .signing_algorithm(call.algorithm);
         let deadline = self.deadline;
         let key = self.described.clone();
-        let answer = self
-            .runtime
-            .run(deadline, async move {
-                match request.send().await {
-                    Ok(signed) => signed
-                        .signature
-                        .map(Blob::into_inner)
-                        .filter(|s| !s.is_empty())
-                        .ok_or_else(|| KeyError::Sign {
-                            key,
-                            reason: "KMS answered without a signature".into(),
-                        }),
-                    Err(e) => Err(errors::classify(&key, deadline, &e)),
-                }
-            })
-            .ok_or_else(|| KeyError::Timeout {
-                key: self.described.clone(),
-                after: deadline,
-            })?;
-        answer
+        let call = async move {
+            match request.send().await {
+                Ok(signed) => signed
+                    .signature
+                    .map(Blob::into_inner)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| KeyError::Sign {
+                        key,
+                        reason: "KMS answered without a signature".into(),
+                    }),
+                Err(e) => Err(errors::classify(&key, deadline, &e)),
+            }
+        };
+        Ok((admitted, call))
+    }
+}
+
+fn timed_out(key: &str, after: Duration) -> KeyError {
+    KeyError::Timeout {
+        key: key.to_string(),
+        after,
     }
 }
