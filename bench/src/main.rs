@@ -169,6 +169,12 @@ struct AllArgs {
     /// kakunin_signed, kakunin_kms), e.g. for a targeted rerun with --rate.
     #[arg(long, value_delimiter = ',')]
     paths: Vec<String>,
+    /// A/B instead of the report: run each Kakunin path with this kakunin
+    /// binary and with --kakunin's, back to back in every round, and print
+    /// the candidate/baseline ratios (compare.json; the README is left
+    /// alone). E.g. `--baseline old/kakunin --paths kakunin_signed`.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 /// The environment the AWS SDK's standard chain reads inside the proxy's
@@ -271,14 +277,16 @@ fn all_settings(args: AllArgs) -> anyhow::Result<all::Settings> {
     };
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pinned = !args.no_pin && cores >= 2 && all::pin_self(0);
+    let comparing = args.baseline.is_some();
     let out = match args.out {
         Some(out) => out,
-        None if smoke => {
-            std::env::temp_dir().join(format!("kakunin-bench-smoke-{}", std::process::id()))
+        None if smoke || comparing => {
+            let what = if smoke { "smoke" } else { "compare" };
+            std::env::temp_dir().join(format!("kakunin-bench-{what}-{}", std::process::id()))
         }
         None => PathBuf::from("bench/results"),
     };
-    let readme = match (args.no_readme, args.readme) {
+    let readme = match (args.no_readme || comparing, args.readme) {
         (true, _) => None,
         (false, Some(readme)) => Some(readme),
         (false, None) if smoke => None,
@@ -322,6 +330,7 @@ fn all_settings(args: AllArgs) -> anyhow::Result<all::Settings> {
         out_dir: out,
         readme,
         smoke,
+        baseline: args.baseline,
     })
 }
 

@@ -58,7 +58,7 @@ fn run_dir(env: &Env<'_>, kind: PathKind, round: usize, phase: &str) -> std::pat
     env.site
         .dir
         .path()
-        .join(format!("{}-{phase}-{round}", kind.key()))
+        .join(format!("{}{}-{phase}-{round}", env.tag, kind.key()))
 }
 
 async fn connect_all(target: &Arc<Target>, n: usize) -> anyhow::Result<Vec<Connection>> {

@@ -10,6 +10,7 @@
 //! fixed rate, half the slowest path's throughput, for latency.
 
 mod child;
+mod compare;
 mod haproxy;
 mod install;
 mod kakunin;
@@ -55,6 +56,9 @@ pub struct Settings {
     pub smoke: bool,
     /// The paths measured (all by default; a subset for a targeted rerun).
     pub paths: Vec<PathKind>,
+    /// Another kakunin binary to compare `kakunin_bin` with (an A/B run of
+    /// the Kakunin paths), instead of the full report.
+    pub baseline: Option<PathBuf>,
 }
 
 /// Pins this process (before its runtime starts, so every thread inherits
@@ -80,41 +84,92 @@ fn body(bytes: usize) -> Bytes {
     Bytes::from(format!("{head}{}{tail}", "x".repeat(pad)))
 }
 
+/// What every path runs against: the certificates, the mTLS upstream, and
+/// the KMS stand-in with a key certified by the agents' CA.
+pub struct Lab {
+    site: Site,
+    upstream: upstream::Upstream,
+    standin: Standin,
+    /// The KMS key's ARN, the stand-in's endpoint, the key's certificate.
+    kms: (String, String, PathBuf),
+}
+
+impl Lab {
+    pub async fn start(settings: &Settings) -> anyhow::Result<Lab> {
+        install::ensure(&[("nginx", "nginx"), ("haproxy", "haproxy")])?;
+        let site = Site::new()?;
+        let upstream = upstream::Upstream::start(
+            &site.server_cert_pem,
+            &site.server_key_pem,
+            &site.lab.ca_der,
+        )
+        .await?;
+        let standin = Standin::start(StandinSettings {
+            region: paths::REGION.into(),
+            sign_delay: settings.kms_delay,
+            sign_quota_per_sec: settings.kms_quota,
+            ..StandinSettings::default()
+        })
+        .await?;
+        let kms_key = standin.create_key(KeySpec::EccNistP256)?;
+        let endpoint = standin.endpoint_url();
+        // Certifying asks the stand-in (served by this runtime) and waits
+        // on a channel: off the runtime's worker.
+        let kms_cert = tokio::task::block_in_place(|| site.certify_kms(&kms_key.arn, &endpoint))?;
+        Ok(Lab {
+            site,
+            upstream,
+            standin,
+            kms: (kms_key.arn, endpoint, kms_cert),
+        })
+    }
+
+    /// The paths' environment, with Kakunin's paths running `kakunin_bin`;
+    /// `tag` prefixes its run directories.
+    pub fn env<'a>(
+        &'a self,
+        settings: &Settings,
+        kakunin_bin: &'a std::path::Path,
+        tag: &'static str,
+    ) -> anyhow::Result<Env<'a>> {
+        let site = &self.site;
+        Ok(Env {
+            site,
+            upstream: self.upstream.addr(),
+            kakunin_bin,
+            kms: Some(self.kms.clone()),
+            core: settings.proxy_core,
+            pool: settings.connections,
+            body: body(settings.body_bytes),
+            direct: load::connector(&site.lab.ca_der, &site.agent_cert, &site.agent_key_pem)?,
+            tag,
+        })
+    }
+
+    /// Each KMS run starts with a fresh quota bucket, as a KMS not called
+    /// for a while.
+    fn refill_kms(&self, settings: &Settings) {
+        self.standin.set_quota(settings.kms_quota);
+    }
+
+    pub async fn shutdown(self) {
+        self.standin.shutdown().await;
+    }
+}
+
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let load_before = report::loadavg();
     let (machine_before, steal_before) = procstat::machine_cpu_seconds();
     let ours_before = procstat::own_and_children_cpu_seconds();
-    install::ensure(&[("nginx", "nginx"), ("haproxy", "haproxy")])?;
-    let site = Site::new()?;
-    let upstream = upstream::Upstream::start(
-        &site.server_cert_pem,
-        &site.server_key_pem,
-        &site.lab.ca_der,
-    )
-    .await?;
-    let standin = Standin::start(StandinSettings {
-        region: paths::REGION.into(),
-        sign_delay: settings.kms_delay,
-        sign_quota_per_sec: settings.kms_quota,
-        ..StandinSettings::default()
-    })
-    .await?;
-    let kms_key = standin.create_key(KeySpec::EccNistP256)?;
-    let endpoint = standin.endpoint_url();
-    // Certifying asks the stand-in (served by this runtime) and waits on a
-    // channel: off the runtime's worker.
-    let kms_cert = tokio::task::block_in_place(|| site.certify_kms(&kms_key.arn, &endpoint))?;
-    let env = Env {
-        site: &site,
-        upstream: upstream.addr(),
-        kakunin_bin: &settings.kakunin_bin,
-        kms: Some((kms_key.arn.clone(), endpoint.clone(), kms_cert)),
-        core: settings.proxy_core,
-        pool: settings.connections,
-        body: body(settings.body_bytes),
-        direct: load::connector(&site.lab.ca_der, &site.agent_cert, &site.agent_key_pem)?,
-    };
+    let lab = Lab::start(settings).await?;
+    if let Some(baseline) = &settings.baseline {
+        let compared = compare::run(settings, &lab, baseline).await;
+        lab.shutdown().await;
+        return compared;
+    }
+    let upstream = &lab.upstream;
+    let env = lab.env(settings, &settings.kakunin_bin, "")?;
     println!(
         "all: {} paths, {} connections, {}-byte POST bodies, {} run(s); proxies on core {}, load generator + upstream + KMS stand-in on core {}",
         settings.paths.len(),
@@ -129,10 +184,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     for round in 0..settings.runs {
         for kind in rotated(&settings.paths, round) {
             if kind.is_kms() {
-                // A fresh bucket: each run starts as a KMS not called for a while.
-                standin.set_quota(settings.kms_quota);
+                lab.refill_kms(settings);
             }
-            let m = measure::closed(kind, round, &env, &upstream, settings).await?;
+            let m = measure::closed(kind, round, &env, upstream, settings).await?;
             report::print_closed(&m);
             closed.push(m);
         }
@@ -150,18 +204,19 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     for round in 0..settings.runs {
         for kind in rotated(&settings.paths, round) {
             let rate = if kind.is_kms() {
-                standin.set_quota(settings.kms_quota);
+                lab.refill_kms(settings);
                 kms_rate
             } else {
                 rate
             };
-            let m = measure::open(kind, round, &env, &upstream, rate, settings).await?;
+            let m = measure::open(kind, round, &env, upstream, rate, settings).await?;
             report::print_open(&m);
             open.push(m);
         }
     }
-    let kms_totals = standin.stats();
-    standin.shutdown().await;
+    let kms_totals = lab.standin.stats();
+    drop(env);
+    lab.shutdown().await;
 
     if settings.smoke {
         report::assert_all_ok(&settings.paths, &closed, &open)?;

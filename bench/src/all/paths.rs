@@ -84,6 +84,14 @@ impl PathKind {
         self == PathKind::KakuninKms
     }
 
+    /// A path through the kakunin binary.
+    pub fn is_kakunin(self) -> bool {
+        matches!(
+            self,
+            PathKind::Kakunin | PathKind::KakuninSigned | PathKind::KakuninKms
+        )
+    }
+
     fn request_path(self) -> &'static str {
         match self {
             PathKind::Kakunin => UNSIGNED_PATH,
@@ -213,6 +221,9 @@ pub struct Env<'a> {
     pub pool: usize,
     pub body: Bytes,
     pub direct: TlsConnector,
+    /// Names this environment's run directories apart from another's (the
+    /// baseline binary's in an A/B run); empty otherwise.
+    pub tag: &'static str,
 }
 
 /// A path ready for load; its proxy (if any) stops when this is dropped.
