@@ -52,6 +52,8 @@ pub struct Open {
     pub statuses: BTreeMap<String, u64>,
     pub cpu_us_per_request: Option<f64>,
     pub handshakes: u64,
+    /// Steal time of each CPU over the timed window, ms, by CPU number.
+    pub steal_ms_by_cpu: Vec<f64>,
 }
 
 fn run_dir(env: &Env<'_>, kind: PathKind, round: usize, phase: &str) -> std::path::PathBuf {
@@ -161,7 +163,9 @@ pub async fn open(
     let (connections, _) = load::closed_loop(connections, settings.warmup_seconds).await?;
     let handshakes_before = upstream.counts().handshakes;
     let proxy_before = proxy_cpu(&running);
+    let steal_before = procstat::steal_seconds_by_cpu();
     let (connections, outcome) = load::open_loop(connections, rate, settings.open_seconds).await?;
+    let steal_after = procstat::steal_seconds_by_cpu();
     let proxy_after = proxy_cpu(&running);
     let handshakes = upstream.counts().handshakes - handshakes_before;
     drop(connections);
@@ -178,6 +182,11 @@ pub async fn open(
         histogram: outcome.histogram,
         statuses: outcome.statuses,
         handshakes,
+        steal_ms_by_cpu: steal_after
+            .iter()
+            .zip(&steal_before)
+            .map(|(after, before)| ((after - before) * 1000.0).max(0.0))
+            .collect(),
     })
 }
 

@@ -111,6 +111,36 @@ pub fn machine_cpu_seconds() -> (f64, f64) {
     (busy as f64 / ticks, at(7) as f64 / ticks)
 }
 
+/// Steal time of each CPU so far, in seconds, by CPU number: time the
+/// hypervisor ran something else while this VM's vCPU had work. A proxy
+/// whose vCPU is descheduled for 20 ms answers 20 ms late, whatever its
+/// code does, so latency tails are read beside it.
+pub fn steal_seconds_by_cpu() -> Vec<f64> {
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut by_cpu = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(cpu) = fields
+            .next()
+            .and_then(|name| name.strip_prefix("cpu"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        // user nice system idle iowait irq softirq steal
+        let steal = fields
+            .nth(7)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if by_cpu.len() <= cpu {
+            by_cpu.resize(cpu + 1, 0.0);
+        }
+        by_cpu[cpu] = steal as f64 / ticks;
+    }
+    by_cpu
+}
+
 /// This process's CPU seconds with those of its reaped children (the
 /// proxies, once stopped, and through nginx's master its worker).
 pub fn own_and_children_cpu_seconds() -> f64 {

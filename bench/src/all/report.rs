@@ -88,7 +88,7 @@ pub fn print_closed(c: &Closed) {
 pub fn print_open(o: &Open) {
     let us = |q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req  {}",
+        "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req  steal ms by cpu {}  {}",
         o.round,
         o.kind.label(),
         o.rate,
@@ -99,6 +99,11 @@ pub fn print_open(o: &Open) {
         o.histogram.max() as f64 / 1000.0,
         o.cpu_us_per_request
             .map_or("-".to_string(), |v| format!("{v:.1}")),
+        o.steal_ms_by_cpu
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect::<Vec<_>>()
+            .join("/"),
         statuses_text(&o.statuses),
     );
 }
@@ -222,6 +227,11 @@ impl Results<'_> {
                 "cpu_us_per_request": if open_cpu.is_empty() { Value::Null } else { spread(&open_cpu) },
                 "upstream_handshakes": open.iter().map(|o| o.handshakes).collect::<Vec<_>>(),
                 "statuses": merge_statuses(open.iter().map(|o| &o.statuses)),
+                // Per run: ms the hypervisor took from each vCPU meanwhile.
+                "steal_ms_by_cpu": open
+                    .iter()
+                    .map(|o| o.steal_ms_by_cpu.iter().map(|ms| ms.round()).collect::<Vec<_>>())
+                    .collect::<Vec<_>>(),
             },
         })
     }
