@@ -135,39 +135,60 @@ impl KeyBackend for MeteredKey {
     fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let started = Instant::now();
         let signed = self.inner.sign(scheme, message);
-        record(&self.metrics, &self.label, started, &signed);
+        record(
+            &self.metrics,
+            &self.label,
+            started,
+            signed.as_ref().err().map(KeyError::kind),
+        );
         signed
     }
     fn sign_async(&self, scheme: SignatureScheme, message: &[u8]) -> PendingSignature {
         let started = Instant::now();
         let pending = self.inner.sign_async(scheme, message);
-        let (metrics, label) = (self.metrics.clone(), self.label.clone());
+        // Counted even if the wait is dropped (the agent hung up): the call
+        // was made all the same.
+        let mut unfinished = Unfinished(Some((self.metrics.clone(), self.label.clone(), started)));
         Box::pin(async move {
             let signed = pending.await;
-            record(&metrics, &label, started, &signed);
+            if let Some((metrics, label, started)) = unfinished.0.take() {
+                record(
+                    &metrics,
+                    &label,
+                    started,
+                    signed.as_ref().err().map(KeyError::kind),
+                );
+            }
             signed
         })
     }
 }
 
-/// One call to the backend, however it ended, in the key metrics.
-fn record(
-    metrics: &KeyMetrics,
-    label: &BackendLabel,
-    started: Instant,
-    signed: &Result<Vec<u8>, KeyError>,
-) {
+/// An async call not yet recorded; recorded as `cancelled` if dropped so.
+struct Unfinished(Option<(Arc<KeyMetrics>, BackendLabel, Instant)>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((metrics, label, started)) = self.0.take() {
+            record(&metrics, &label, started, Some("cancelled"));
+        }
+    }
+}
+
+/// One call to the backend in the key metrics; `error` is the failure's
+/// kind, if it failed.
+fn record(metrics: &KeyMetrics, label: &BackendLabel, started: Instant, error: Option<&str>) {
     metrics.calls.get_or_create(label).inc();
     metrics
         .seconds
         .get_or_create(label)
         .observe(started.elapsed().as_secs_f64());
-    if let Err(err) = signed {
+    if let Some(kind) = error {
         metrics
             .errors
             .get_or_create(&ErrorLabel {
                 backend: label.backend.clone(),
-                kind: err.kind().to_string(),
+                kind: kind.to_string(),
             })
             .inc();
     }
@@ -322,6 +343,26 @@ mod tests {
         let err = outside.sign_async(P256, b"m").await.unwrap_err();
         assert_eq!(err.kind(), "out_of_context");
         assert_eq!(inner.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_async_signature_whose_wait_is_dropped_is_counted_as_cancelled() {
+        let inner = Arc::new(AsyncKey {
+            inner: file_key(),
+            calls: Default::default(),
+        });
+        let metrics = Metrics::new();
+        let key = guard(inner, &policy(""), None, metrics.key.clone());
+        drop(key.sign_async(P256, b"m"));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"kakunin_key_sign_calls_total{backend="aws-kms"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kakunin_key_sign_errors_total{backend="aws-kms",kind="cancelled"} 1"#),
+            "{text}"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

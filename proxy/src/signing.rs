@@ -60,6 +60,9 @@ pub async fn sign(
     let nonce = httpsig::new_nonce().map_err(|e| {
         ProxyError::signer_unavailable(format!("no nonce for the request signature: {e}"))
     })?;
+    // `created` is in the signature base, so it is taken before the key is
+    // asked: a remote key's wait (bounded by its deadline, 3 s by default)
+    // comes out of the signature's lifetime, which is a minute by default.
     let created_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -28,6 +28,11 @@ use crate::options::KeyOptions;
 /// at once (they are network waits, not CPU).
 const KMS_WORKERS: usize = 2;
 
+/// The task's own timeout is the deadline; a waiter gives it this much
+/// more, so that the task's answer, not the waiter's clock, decides a call
+/// that ends just in time.
+const SLACK: Duration = Duration::from_millis(50);
+
 /// Owns the runtime; dropping it never blocks (a runtime dropped on an async
 /// thread would panic, and an identity may be dropped anywhere).
 #[derive(Debug)]
@@ -65,18 +70,17 @@ impl KmsRuntime {
                 let _ = tx.send(done);
             }
         });
-        // The task's own timeout is the deadline; a little slack here so
-        // that its answer, not this wait, decides a call that ends just in
-        // time.
-        rx.recv_timeout(wait + Duration::from_millis(50)).ok()
+        rx.recv_timeout(wait + SLACK).ok()
     }
 }
 
 impl KmsRuntime {
     /// Starts `work` on the KMS runtime and returns its answer as a future
-    /// that holds no thread: `Ok(None)` when `wait` ran out, `Err(Stopped)`
-    /// when the runtime went away first. Dropping the future cancels the
-    /// call, so an agent that hangs up does not leave KMS work behind.
+    /// that holds no thread: `Ok(None)` when `wait` (counted from this
+    /// call) ran out, `Err(Stopped)` when the runtime went away first.
+    /// Dropping the future cancels the call, so an agent that hangs up does
+    /// not leave KMS work behind. Await it inside a tokio runtime with
+    /// timers (the proxy's).
     pub(crate) fn start<T, F>(
         &self,
         wait: Duration,
@@ -87,6 +91,10 @@ impl KmsRuntime {
         F: Future<Output = T> + Send + 'static,
     {
         let (mut tx, rx) = oneshot::channel();
+        // The caller keeps its own clock too, started now: were the KMS
+        // runtime's workers all busy, the task's timer could not fire in
+        // time, and nothing may wait past the deadline.
+        let until = tokio::time::Instant::from_std(std::time::Instant::now() + wait + SLACK);
         self.handle.spawn(async move {
             tokio::select! {
                 answer = tokio::time::timeout(wait, work) => {
@@ -95,7 +103,12 @@ impl KmsRuntime {
                 () = tx.closed() => {}
             }
         });
-        async move { rx.await.map_err(|_| Stopped) }
+        async move {
+            match tokio::time::timeout_at(until, rx).await {
+                Ok(answer) => answer.map_err(|_| Stopped),
+                Err(_) => Ok(None),
+            }
+        }
     }
 }
 
@@ -200,6 +213,74 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         assert_eq!(slow, None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn start_answers_and_gives_up_at_the_wait() {
+        let rt = KmsRuntime::new().unwrap();
+        assert_eq!(
+            rt.start(Duration::from_secs(5), async { 7 }).await.unwrap(),
+            Some(7)
+        );
+        let slow = rt.start(Duration::from_millis(20), std::future::pending::<()>());
+        assert_eq!(slow.await.unwrap(), None);
+    }
+
+    /// The deadline holds even when the KMS runtime is too busy to run the
+    /// task's own timer: the caller's clock ends the wait.
+    #[tokio::test(flavor = "current_thread")]
+    async fn start_keeps_the_deadline_when_the_kms_workers_are_stuck() {
+        let rt = KmsRuntime::new().unwrap();
+        for _ in 0..KMS_WORKERS * 2 {
+            rt.handle
+                .spawn(async { std::thread::sleep(Duration::from_millis(1500)) });
+        }
+        let began = std::time::Instant::now();
+        let answer = rt
+            .start(Duration::from_millis(100), std::future::pending::<()>())
+            .await;
+        assert_eq!(answer.unwrap(), None);
+        assert!(
+            began.elapsed() < Duration::from_millis(1000),
+            "waited {:?} for a 100 ms deadline",
+            began.elapsed()
+        );
+    }
+
+    /// An agent that hangs up drops the wait; the call on the KMS runtime
+    /// is dropped with it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_the_wait_cancels_the_call() {
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let rt = KmsRuntime::new().unwrap();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let wait = rt.start(Duration::from_secs(60), async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        drop(wait);
+        let began = std::time::Instant::now();
+        while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "the call outlived its waiter"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_runtime_shut_down_mid_call_is_stopped() {
+        let rt = KmsRuntime::new().unwrap();
+        let wait = rt.start(Duration::from_secs(60), std::future::pending::<()>());
+        drop(rt);
+        assert!(wait.await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread")]
