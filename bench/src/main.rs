@@ -172,7 +172,9 @@ struct AllArgs {
     /// A/B instead of the report: run each Kakunin path with this kakunin
     /// binary and with --kakunin's, back to back in every round, and print
     /// the candidate/baseline ratios (compare.json; the README is left
-    /// alone). E.g. `--baseline old/kakunin --paths kakunin_signed`.
+    /// alone). The open loop runs at --rate, or at half the pair's lower
+    /// closed-loop throughput. E.g. `--baseline old/kakunin --paths
+    /// kakunin_signed`.
     #[arg(long)]
     baseline: Option<PathBuf>,
 }

@@ -45,41 +45,56 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
         lab.env(settings, &settings.kakunin_bin, "")?,
     ];
     println!(
-        "A/B: baseline {} against candidate {}, {} round(s), {} path(s){}",
+        "A/B: baseline {} against candidate {}, {} round(s), {} path(s), open loop at {}",
         baseline.display(),
         settings.kakunin_bin.display(),
         settings.runs,
         kinds.len(),
-        settings
-            .rate
-            .map_or(String::new(), |r| format!(", open loop at {r:.0}/s")),
+        settings.rate.map_or(
+            "half the pair's lower closed-loop throughput".into(),
+            |r| format!("{r:.0}/s (KMS: at most half its closed-loop throughput)")
+        ),
     );
+    if settings.runs % 2 == 1 {
+        println!("(an odd number of rounds: the baseline goes first once more than the candidate)");
+    }
     let mut runs = Vec::new();
     for round in 0..settings.runs {
         for &kind in &kinds {
+            // Each round's first side alternates, so that a drift through
+            // the round falls on both sides in turn.
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            let mut closed = Vec::new();
             for side in order {
-                let env = &envs[side];
                 if kind.is_kms() {
                     lab.refill_kms(settings);
                 }
-                let closed = measure::closed(kind, round, env, &lab.upstream, settings).await?;
-                let open = match settings.rate {
-                    Some(rate) => {
-                        // The KMS path's open loop stays at half the quota
-                        // (as the full run's does, near enough), the same
-                        // rate for both sides.
-                        let rate = if kind.is_kms() {
-                            lab.refill_kms(settings);
-                            settings
-                                .kms_quota
-                                .map_or(rate, |quota| rate.min(f64::from(quota) / 2.0))
-                        } else {
-                            rate
-                        };
-                        Some(measure::open(kind, round, env, &lab.upstream, rate, settings).await?)
-                    }
-                    None => None,
+                closed.push((
+                    side,
+                    measure::closed(kind, round, &envs[side], &lab.upstream, settings).await?,
+                ));
+            }
+            // One open-loop rate for both sides of the pair.
+            let slower = closed
+                .iter()
+                .map(|(_, c)| c.throughput)
+                .fold(f64::INFINITY, f64::min);
+            let rate = match settings.rate {
+                Some(rate) if kind.is_kms() => rate.min(slower / 2.0),
+                Some(rate) => rate,
+                None => slower / 2.0,
+            };
+            for (side, closed) in closed {
+                if kind.is_kms() {
+                    lab.refill_kms(settings);
+                }
+                let open = if rate.is_finite() && rate > 0.0 {
+                    Some(
+                        measure::open(kind, round, &envs[side], &lab.upstream, rate, settings)
+                            .await?,
+                    )
+                } else {
+                    None
                 };
                 print_run(kind, side, round, &closed, open.as_ref());
                 runs.push(Run {
@@ -99,8 +114,8 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
         "candidate": settings.kakunin_bin.display().to_string(),
         "rounds": settings.runs,
         "closed_seconds": settings.closed_seconds,
-        "open_rate_per_s": settings.rate,
-        "open_seconds": settings.rate.map(|_| settings.open_seconds),
+        "open_rate_rule": if settings.rate.is_some() { "given (--rate); the KMS path at most half its closed-loop throughput" } else { "half the lower closed-loop throughput of each round's pair" },
+        "open_seconds": settings.open_seconds,
         "connections": settings.connections,
         "measured_at_unix": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -137,7 +152,8 @@ fn print_run(kind: PathKind, side: usize, round: usize, closed: &Closed, open: O
 /// A figure of one run, if it was measured.
 type Figure = fn(&Run) -> Option<f64>;
 
-const FIGURES: [(&str, Figure); 5] = [
+const FIGURES: [(&str, Figure); 6] = [
+    ("open_rate_per_s", |r| r.open.as_ref().map(|o| o.rate)),
     ("throughput_per_s", |r| Some(r.closed.throughput)),
     ("cpu_us_per_request", |r| r.closed.cpu_us_per_request),
     ("rss_idle_connections_mib", |r| r.closed.rss_connections_mib),
