@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use kakunin::demo::lab::{Lab, LabOptions};
 use kakunin_authority::RevocationReason;
@@ -127,20 +126,12 @@ async fn agent_loop(
         let request = Request::get("http://api.exchange.com/v1/markets")
             .header(http::header::HOST, "api.exchange.com")
             .body(Empty::<Bytes>::new())?;
-        sender.ready().await.context("proxy connection")?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let code = response
-            .headers()
-            .get("x-kakunin-error")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        response.into_body().collect().await?;
-        answers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((Instant::now(), status, code));
+        let (status, code) = crate::all::load::answer(&mut sender, request).await?;
+        answers.lock().unwrap_or_else(|p| p.into_inner()).push((
+            Instant::now(),
+            status,
+            code.unwrap_or_default(),
+        ));
     }
     Ok(())
 }

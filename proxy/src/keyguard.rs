@@ -308,12 +308,16 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn async_signatures_are_checked_counted_and_timed() {
-        let inner = Arc::new(AsyncKey {
+    fn async_key() -> Arc<AsyncKey> {
+        Arc::new(AsyncKey {
             inner: file_key(),
             calls: Default::default(),
-        });
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_signatures_are_checked_counted_and_timed() {
+        let inner = async_key();
         let metrics = Metrics::new();
         let key = guard(inner.clone(), &policy(""), None, metrics.key.clone());
         assert_eq!(key.locality(), Locality::RemoteAsync);
@@ -347,10 +351,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_async_signature_whose_wait_is_dropped_is_counted_as_cancelled() {
-        let inner = Arc::new(AsyncKey {
-            inner: file_key(),
-            calls: Default::default(),
-        });
+        let inner = async_key();
         let metrics = Metrics::new();
         let key = guard(inner, &policy(""), None, metrics.key.clone());
         drop(key.sign_async(P256, b"m"));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::Request;
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -157,7 +157,26 @@ pub async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
 ) -> anyhow::Result<String> {
-    sender.ready().await?;
+    let (status, code) = answer(sender, request).await?;
+    Ok(match code {
+        Some(code) => format!("{} {code}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    })
+}
+
+/// Sends `request` on `sender` and reads the whole answer: its status and
+/// Kakunin's `X-Kakunin-Error` code, if any.
+pub async fn answer<B>(
+    sender: &mut SendRequest<B>,
+    request: Request<B>,
+) -> anyhow::Result<(StatusCode, Option<String>)>
+where
+    B: hyper::body::Body + 'static,
+{
+    sender
+        .ready()
+        .await
+        .context("the connection cannot take a request")?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let code = response
@@ -166,10 +185,7 @@ pub async fn exchange(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     response.into_body().collect().await?;
-    Ok(match code {
-        Some(code) => format!("{} {code}", status.as_u16()),
-        None => status.as_u16().to_string(),
-    })
+    Ok((status, code))
 }
 
 /// Opens `count` connections, `at_once` at a time, each sending one
