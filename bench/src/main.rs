@@ -166,7 +166,8 @@ struct AllArgs {
     #[arg(long)]
     no_pin: bool,
     /// Only these paths (direct, nginx, haproxy, kakunin_unsigned,
-    /// kakunin_signed, kakunin_kms), e.g. for a targeted rerun with --rate.
+    /// kakunin_signed, kakunin_batched, kakunin_kms, kakunin_kms_batched),
+    /// e.g. for a targeted rerun with --rate.
     #[arg(long, value_delimiter = ',')]
     paths: Vec<String>,
     /// A/B instead of the report: run each Kakunin path with this kakunin

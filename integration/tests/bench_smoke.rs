@@ -42,7 +42,9 @@ fn bench_all_smoke_answers_on_every_path() {
         "haproxy",
         "kakunin_unsigned",
         "kakunin_signed",
+        "kakunin_batched",
         "kakunin_kms",
+        "kakunin_kms_batched",
     ] {
         assert!(
             report["paths"][path]["statuses_closed"]["200"].as_u64() > Some(0),

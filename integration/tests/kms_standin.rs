@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::kms::{trade, KmsAdmin, KmsAgent, KmsKey};
+use common::kms::{aws_env, trade, KmsAdmin, KmsAgent, KmsKey};
 use common::*;
 use kakunin_kms_standin::{KeySpec, Settings, Standin};
 use rustls_pki_types::pem::PemObject;
@@ -181,6 +181,54 @@ async fn held_kms_signatures_cost_no_threads() {
         let answer = trade.await.unwrap();
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
+}
+
+/// With batch signatures, trades that wait for KMS together share one Sign:
+/// with the proxy's two batches held in KMS, every other trade queues and
+/// goes out under one more Sign, and each verifies on its own. (Without
+/// batching this is 32 Sign calls, and 32 shares of the key's quota.)
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_trades_share_kms_sign_calls() {
+    let policy = POLICY.replace(r#", "max_concurrent_trades": 5"#, "");
+    let (standin, _admin, key, agent) = standin_agent_with(&policy).await;
+    let config = agent.config(&key.arn, "sign_deadline_ms = 120000");
+    let proxy = ProxyProcess::try_start(&config, &["--signing-batch", "true"], &aws_env())
+        .unwrap_or_else(|stderr| panic!("proxy did not start:\n{stderr}"));
+    let warm = get(&proxy, "http://api.exchange.com/v1/prices")
+        .await
+        .unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.body);
+    standin.set_sign_delay(Duration::from_secs(3600));
+    let mut trades = vec![post_trade(&proxy)];
+    until_held(&standin, 1, "").await;
+    trades.push(post_trade(&proxy));
+    until_held(&standin, 2, "").await;
+    trades.extend((0..30).map(|_| post_trade(&proxy)));
+    let waiting = "kakunin_request_signature_batch_waiting";
+    let mut polls = 0;
+    while proxy.metric(waiting) < 32.0 {
+        polls += 1;
+        assert!(polls < 3000, "{}", proxy.metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(standin.stats().sign_in_flight, 2, "two batches at a time");
+
+    standin.set_sign_delay(Duration::ZERO);
+    for trade in trades {
+        agent.verify_echo(&trade.await.unwrap());
+    }
+    // Three request signatures (the stand-in also signed the TLS
+    // handshakes of the upstream connections the 32 trades opened, so its
+    // own count is not the batches').
+    assert_eq!(
+        proxy.metric("kakunin_request_signature_batch_size_count"),
+        3.0
+    );
+    assert_eq!(
+        proxy.metric("kakunin_request_signature_batch_size_sum"),
+        32.0
+    );
+    assert_eq!(proxy.metric(waiting), 0.0);
 }
 
 /// A Sign that outlasts the deadline fails the request closed, and the

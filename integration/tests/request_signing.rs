@@ -220,12 +220,12 @@ fn openssl_verifies(
     dir: &Path,
     alg: &str,
     public_pem: &Path,
-    base: &str,
+    base: impl AsRef<[u8]>,
     signature: &[u8],
 ) -> bool {
     let base_path = dir.join("base.txt");
     let sig_path = dir.join("sig.bin");
-    std::fs::write(&base_path, base).unwrap();
+    std::fs::write(&base_path, base.as_ref()).unwrap();
     let (base_path, sig, public) = (
         base_path.to_str().unwrap(),
         sig_path.to_str().unwrap(),
@@ -572,6 +572,143 @@ async fn agent_supplied_proof_headers_never_reach_the_upstream() {
     let unsigned = Received::from(&curl(&proxy, &args));
     assert!(!unsigned.signed(), "{:?}", unsigned.headers);
     assert_ne!(unsigned.header("x-agent-ocsp"), Some("Zm9yZ2Vk"));
+}
+
+/// SHA-256 by OpenSSL's CLI, so that the batch proof below is walked
+/// without Kakunin's hashing.
+fn openssl_sha256(dir: &Path, data: &[u8]) -> Vec<u8> {
+    let path = dir.join("hash-input.bin");
+    std::fs::write(&path, data).unwrap();
+    openssl(&["dgst", "-sha256", "-binary", path.to_str().unwrap()])
+}
+
+/// `kakunin=(:h: …);index=I;size=N`, read by hand.
+fn parse_batch_proof(value: &str) -> (u64, u64, Vec<Vec<u8>>) {
+    let rest = value.strip_prefix("kakunin=(").unwrap();
+    let (path, params) = rest.split_once(')').unwrap();
+    let siblings = path
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|s| B64.decode(s.trim_matches(':')).unwrap())
+        .collect();
+    let mut index = None;
+    let mut size = None;
+    for param in params.split(';').filter(|p| !p.is_empty()) {
+        match param.split_once('=').unwrap() {
+            ("index", v) => index = Some(v.parse().unwrap()),
+            ("size", v) => size = Some(v.parse().unwrap()),
+            other => panic!("unexpected parameter {other:?}"),
+        }
+    }
+    (index.unwrap(), size.unwrap(), siblings)
+}
+
+/// A batched request checked as docs/wire-format.md tells another
+/// implementation to: the RFC 9421 base is the leaf, RFC 9162 §2.1.3.2
+/// walks the proof to the root, and OpenSSL verifies the signature over
+/// `"kakunin-batch-v1" 0x00 || size (8 bytes, big-endian) || root`.
+/// Returns (index, size).
+fn check_batch_signed(pki: &Pki, received: &Received) -> (u64, u64) {
+    let dir = pki.dir.path();
+    let input = parse_input(received.header("signature-input").unwrap());
+    assert_eq!(input.param("tag"), "kakunin-batch");
+    assert_eq!(input.param("keyid"), serial_of(&pki.path("agent.pem")));
+    let alg = input.param("alg");
+    assert_eq!(alg, "ecdsa-p256-sha256");
+    let base = signature_base(received, &input);
+    assert_eq!(
+        received.header("content-digest").unwrap(),
+        content_digest(dir, &received.body)
+    );
+    let (index, size, siblings) =
+        parse_batch_proof(received.header("kakunin-batch-proof").unwrap());
+    let node = |left: &[u8], right: &[u8]| openssl_sha256(dir, &[&[1u8][..], left, right].concat());
+    let mut root = openssl_sha256(dir, &[&[0u8][..], base.as_bytes()].concat());
+    let (mut fnode, mut snode) = (index, size - 1);
+    for sibling in &siblings {
+        assert_ne!(snode, 0, "proof longer than the tree");
+        if fnode % 2 == 1 || fnode == snode {
+            root = node(sibling, &root);
+            while fnode % 2 == 0 && fnode != 0 {
+                fnode /= 2;
+                snode /= 2;
+            }
+        } else {
+            root = node(&root, sibling);
+        }
+        fnode /= 2;
+        snode /= 2;
+    }
+    assert_eq!(snode, 0, "proof shorter than the tree");
+    let message = [b"kakunin-batch-v1\0".as_slice(), &size.to_be_bytes(), &root].concat();
+
+    let encoded = received
+        .header("signature")
+        .unwrap()
+        .strip_prefix("kakunin=:")
+        .and_then(|s| s.strip_suffix(':'))
+        .unwrap();
+    assert_eq!(received.header("x-agent-signature").unwrap(), encoded);
+    let signature = B64.decode(encoded).unwrap();
+    let cert_der = B64
+        .decode(received.header("x-agent-certificate").unwrap())
+        .unwrap();
+    let public_pem = public_key_pem(dir, &cert_der);
+    assert!(
+        openssl_verifies(dir, alg, &public_pem, &message, &signature),
+        "OpenSSL did not verify the batch root for:\n{base}"
+    );
+    // The check can fail: the signature is not one over the base itself.
+    assert!(!openssl_verifies(dir, alg, &public_pem, &base, &signature));
+    (index, size)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_signatures_verify_with_openssl_and_an_rfc_9162_proof() {
+    let pki = Pki::new();
+    let exchange = pki.exchange().await;
+    let config = pki.config(POLICY, exchange.addr(), "[signing]\nbatch = true");
+    let proxy = ProxyProcess::start(&config);
+    // Five trades at once (POLICY's max_concurrent_trades), so that some
+    // may share a signature; each must verify on its own whatever the
+    // batches came to.
+    let sends: Vec<_> = (0..5)
+        .map(|_| {
+            let args = [
+                "http://api.exchange.com/v1/trades",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                TRADE,
+            ];
+            tokio::spawn(curl_async(
+                proxy.url(),
+                args.iter().map(|a| a.to_string()).collect(),
+            ))
+        })
+        .collect();
+    let mut places = Vec::new();
+    for send in sends {
+        let received = Received::from(&send.await.unwrap());
+        assert!(received.signed());
+        places.push(check_batch_signed(&pki, &received));
+    }
+    // Every signature-sharing request is accounted for in the audit log.
+    let decided = pki.audit_events("action.decided");
+    assert_eq!(decided.len(), 5, "{decided:?}");
+    let mut audited: Vec<(u64, u64)> = decided
+        .iter()
+        .map(|d| {
+            let batch = &d["signature"]["batch"];
+            (
+                batch["index"].as_u64().unwrap(),
+                batch["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    audited.sort();
+    places.sort();
+    assert_eq!(audited, places);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,6 +77,7 @@ pub struct RevocationSection {
 #[serde(deny_unknown_fields)]
 pub struct SigningSection {
     pub lifetime_seconds: Option<u64>,
+    pub batch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +185,12 @@ pub struct ProxyFlags {
     /// `created`, 1 to 3600 [default: 60].
     #[arg(long, env = "KAKUNIN_SIGNING_LIFETIME_SECONDS")]
     pub signing_lifetime_seconds: Option<u64>,
+    /// Requests ready to be signed at the same moment share one key
+    /// signature over a Merkle tree of them, each carrying its proof in
+    /// `Kakunin-Batch-Proof` (docs/wire-format.md). Receivers must verify
+    /// with kakunin-verifier or implement the batch profile [default: false].
+    #[arg(long, env = "KAKUNIN_SIGNING_BATCH")]
+    pub signing_batch: Option<bool>,
     /// CA bundle (PEM) that upstream servers must chain to (pinned).
     #[arg(long, env = "KAKUNIN_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
@@ -241,6 +248,8 @@ pub struct Config {
     pub require_nonce: bool,
     /// `expires` - `created` of request signatures.
     pub signing_lifetime_secs: u64,
+    /// Batch signatures (`[signing] batch`).
+    pub signing_batch: bool,
     pub upstream_ca: PathBuf,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -428,6 +437,7 @@ impl Config {
             )
             .unwrap_or(true),
             signing_lifetime_secs,
+            signing_batch: pick(flags.signing_batch, file.signing.batch).unwrap_or(false),
             upstream_ca,
             connect_timeout: ms(
                 flags.upstream_connect_timeout_ms,
@@ -556,6 +566,32 @@ mod tests {
             "10.0.1.20:443"
         );
         assert_eq!(config.signing_lifetime_secs, DEFAULT_LIFETIME_SECS);
+        assert!(!config.signing_batch, "batch signatures are opt-in");
+    }
+
+    #[test]
+    fn signing_batch_from_file_and_flag() {
+        let parsed: FileConfig = toml::from_str("[signing]\nbatch = true\n").unwrap();
+        assert_eq!(parsed.signing.batch, Some(true));
+        let mut file = minimal();
+        file.signing.batch = Some(true);
+        let config = Config::merge(&ProxyFlags::default(), file, None, None).unwrap();
+        assert!(config.signing_batch);
+        let flags = ProxyFlags {
+            signing_batch: Some(false),
+            ..ProxyFlags::default()
+        };
+        let mut file = minimal();
+        file.signing.batch = Some(true);
+        assert!(
+            !Config::merge(&flags, file, None, None)
+                .unwrap()
+                .signing_batch
+        );
+        let err = toml::from_str::<FileConfig>("[signing]\nbatch = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch") && err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes what only the proxy may write: proof headers (an agent must not
-/// be able to supply its own signature, certificate or timestamp) and the
-/// proxy's own `X-Kakunin-*` namespace.
+/// be able to supply its own signature, certificate, timestamp or batch
+/// proof) and the proxy's own `X-Kakunin-*` and `Kakunin-*` namespaces.
 pub fn strip_agent_supplied_proof(headers: &mut HeaderMap) {
     let reserved: Vec<HeaderName> = headers
         .keys()
@@ -48,6 +48,7 @@ pub fn strip_agent_supplied_proof(headers: &mut HeaderMap) {
             let name = name.as_str();
             name.starts_with("x-agent-")
                 || name.starts_with("x-kakunin-")
+                || name.starts_with("kakunin-")
                 || name == "signature"
                 || name == "signature-input"
                 || name == "content-digest"
@@ -89,6 +90,7 @@ mod tests {
             "signature-input",
             "content-digest",
             "x-kakunin-agent-id",
+            "kakunin-batch-proof",
         ] {
             h.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),

@@ -3,6 +3,7 @@
 //! with the agent's certificate.
 
 pub mod audit;
+pub mod batch_signer;
 pub mod body;
 pub mod ca_serve;
 pub mod cli;

@@ -16,6 +16,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -58,11 +59,20 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
+/// Batch signatures (`[signing] batch`): how many requests each key
+/// signature covered, and how many requests wait for one now.
+#[derive(Debug)]
+pub struct BatchMetrics {
+    pub size: Histogram,
+    pub waiting: Gauge,
+}
+
 /// Every metric the proxy exports, and the registry that prints them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub key: Arc<KeyMetrics>,
+    pub batch: Arc<BatchMetrics>,
 }
 
 impl Default for Metrics {
@@ -100,7 +110,26 @@ impl Metrics {
             "Signatures refused before calling the key, outside the policy's hours or regions",
             key.context_refusals.clone(),
         );
-        Metrics { registry, key }
+        let batch = Arc::new(BatchMetrics {
+            // Powers of two up to MAX_BATCH (256).
+            size: Histogram::new((0..=8).map(|p| f64::from(1u32 << p))),
+            waiting: Gauge::default(),
+        });
+        registry.register(
+            "request_signature_batch_size",
+            "Requests covered by one batch signature",
+            batch.size.clone(),
+        );
+        registry.register(
+            "request_signature_batch_waiting",
+            "Requests waiting for their batch signature",
+            batch.waiting.clone(),
+        );
+        Metrics {
+            registry,
+            key,
+            batch,
+        }
     }
 
     pub fn render(&self) -> String {

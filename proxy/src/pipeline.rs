@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use kakunin_policy::{Context, Denial, Mode, Policy, Target};
 
 use crate::audit::AuditLog;
+use crate::batch_signer::BatchSigner;
 use crate::body::ProxyBody;
 use crate::clock::unix_now;
 use crate::errors::ProxyError;
@@ -43,6 +44,8 @@ pub struct Proxy {
     pub settings: Settings,
     /// Owns the certificate in use (rotation replaces it there).
     pub gate: Arc<RevocationGate>,
+    /// Set when request signatures are batched (`[signing] batch`).
+    pub batcher: Option<BatchSigner>,
 }
 
 impl Proxy {
@@ -217,6 +220,7 @@ impl Proxy {
                     self.gate.key().clone(),
                     admission.subject,
                     self.settings.signature_lifetime_secs,
+                    self.batcher.as_ref(),
                 )
                 .await?,
             )

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::audit::AuditLog;
+use crate::batch_signer::BatchSigner;
 use crate::clock::unix_now;
 use crate::config::{CertSource, Config};
 use crate::identity::load_identity;
@@ -130,6 +131,14 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
     )
     .map_err(anyhow::Error::msg)?;
     let watch = watch_url(config, &gate)?;
+    let batcher = match config.signing_batch {
+        false => None,
+        true => Some(BatchSigner::start(
+            &tokio::runtime::Handle::try_current()
+                .context("batch signing needs the proxy's runtime to be running")?,
+            metrics.batch.clone(),
+        )),
+    };
     let proxy = Arc::new(Proxy {
         limits: Limits::new(&policy),
         policy,
@@ -144,6 +153,7 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             signature_lifetime_secs: config.signing_lifetime_secs,
         },
         gate: Arc::new(gate),
+        batcher,
     });
     let rotation = match &config.identity_cert {
         CertSource::File(path) => Some(Rotation {

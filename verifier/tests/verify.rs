@@ -3,15 +3,20 @@
 //! the handshake: an expired or not yet valid certificate, and a
 //! certificate from another CA. Receivers that embed the verifier behind
 //! TLS without client authentication rely on these checks, with the
-//! certificate in `X-Agent-Certificate` or in `peer_chain`.
+//! certificate in `X-Agent-Certificate` or in `peer_chain`. Also batch
+//! signatures (one key signature over a Merkle tree of requests), whose
+//! proofs the tests here take apart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use kakunin_authority::{AgentRequest, Authority, InitOptions, Issued, SubjectKey, Validity};
-use kakunin_signer::httpsig::{new_nonce, sign_request, RequestSigner, TargetUri};
-use kakunin_signer::FileKey;
+use kakunin_signer::httpsig::batch::{MerkleTree, BATCH_PROOF};
+use kakunin_signer::httpsig::{
+    new_nonce, prepare_batch_request, sign_request, BatchSignature, RequestSigner, TargetUri,
+};
+use kakunin_signer::{FileKey, KeyBackend};
 use kakunin_verifier::{Outcome, Reason, RevocationMode, Verifier, VerifierConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -98,6 +103,53 @@ fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'sta
     )
     .unwrap();
     (headers, leaf)
+}
+
+/// `n` trades signed as one batch at `at`, as the proxy does with
+/// `[signing] batch = true`: one key signature over their tree.
+fn batch_signed_at(issued: &Issued, n: usize, at: SystemTime) -> Vec<HeaderMap> {
+    let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+    let key = FileKey::from_pem("agent", issued.key_pem.as_deref().unwrap().as_bytes()).unwrap();
+    let created_ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut prepared = Vec::new();
+    for _ in 0..n {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        let unsigned = prepare_batch_request(
+            &mut headers,
+            "POST",
+            &TargetUri::new("https", "api.exchange.com", "/v1/trades"),
+            BODY,
+            &RequestSigner {
+                key: &key,
+                keyid: &issued.serial_hex,
+                certificate: leaf.as_ref(),
+                created_ms,
+                lifetime_secs: 60,
+                nonce: new_nonce().unwrap(),
+            },
+        )
+        .unwrap();
+        prepared.push((headers, unsigned));
+    }
+    let alg = prepared[0].1.alg();
+    let leaves = prepared.iter().map(|(_, u)| u.leaf_hash()).collect();
+    let tree = MerkleTree::new(alg, leaves).unwrap();
+    let der = key
+        .sign(prepared[0].1.scheme(), &tree.signed_message())
+        .unwrap();
+    let signature = BatchSignature::new(&key, alg, der).unwrap();
+    prepared
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut headers, unsigned))| {
+            let proof = tree.proof(i).unwrap();
+            unsigned
+                .finish_batch(&mut headers, &signature, &proof)
+                .unwrap();
+            headers
+        })
+        .collect()
 }
 
 fn verify(
@@ -196,4 +248,96 @@ fn a_certificate_from_another_ca_is_refused() {
             ("certificate_chain_invalid", 401)
         );
     }
+}
+
+#[test]
+fn every_request_of_a_batch_is_accepted_once() {
+    let ca = Ca::new("Agents CA");
+    let issued = ca.issue();
+    let now = SystemTime::now();
+    let batch = batch_signed_at(&issued, 5, now);
+    let verifier = verifier(&ca);
+    for headers in &batch {
+        let signature = headers.get("signature").unwrap();
+        assert_eq!(
+            signature,
+            batch[0].get("signature").unwrap(),
+            "one signature"
+        );
+        match verify(&verifier, headers, &[], now) {
+            Outcome::Accepted(verdict) => {
+                assert_eq!(verdict.alg, "ecdsa-p256-sha256");
+                assert_eq!(verdict.action.as_deref(), Some("submit_trade"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Sharing the signature does not share the nonce: each is fresh once.
+    let reason = reason(verify(&verifier, &batch[2], &[], now));
+    assert_eq!(reason, Reason::Replayed);
+}
+
+#[test]
+fn a_batched_request_with_another_requests_proof_is_refused() {
+    let ca = Ca::new("Agents CA");
+    let issued = ca.issue();
+    let now = SystemTime::now();
+    let batch = batch_signed_at(&issued, 3, now);
+    let verifier = verifier(&ca);
+
+    let mut swapped = batch[0].clone();
+    swapped.insert(BATCH_PROOF, batch[1].get(BATCH_PROOF).unwrap().clone());
+    assert_eq!(
+        reason(verify(&verifier, &swapped, &[], now)),
+        Reason::SignatureInvalid
+    );
+
+    let mut no_proof = batch[0].clone();
+    no_proof.remove(BATCH_PROOF);
+    let refused = reason(verify(&verifier, &no_proof, &[], now));
+    assert_eq!(refused, Reason::SignatureMissing);
+
+    let mut bad_proof = batch[0].clone();
+    bad_proof.insert(BATCH_PROOF, "kakunin=(:AAAA:);index=0".parse().unwrap());
+    let refused = reason(verify(&verifier, &bad_proof, &[], now));
+    assert_eq!(refused, Reason::SignatureMalformed);
+
+    // Another request's signature base under this proof: the nonce of
+    // batch[1] in batch[0]'s headers changes the leaf.
+    let mut other_input = batch[0].clone();
+    other_input.insert(
+        "signature-input",
+        batch[1].get("signature-input").unwrap().clone(),
+    );
+    assert_eq!(
+        reason(verify(&verifier, &other_input, &[], now)),
+        Reason::SignatureInvalid
+    );
+
+    // The untouched requests still pass: nothing above was recorded.
+    for headers in &batch {
+        assert!(matches!(
+            verify(&verifier, headers, &[], now),
+            Outcome::Accepted(_)
+        ));
+    }
+}
+
+#[test]
+fn a_single_signature_cannot_be_passed_off_as_a_batch_of_one() {
+    // A plain signature signs the base itself; claiming tag "kakunin-batch"
+    // changes the base, and no proof turns the plain signature into one
+    // over a tree's root.
+    let ca = Ca::new("Agents CA");
+    let issued = ca.issue();
+    let now = SystemTime::now();
+    let (mut headers, _) = signed_at(&issued, now);
+    let input = headers.get("signature-input").unwrap().to_str().unwrap();
+    let relabelled = input.replace("tag=\"kakunin\"", "tag=\"kakunin-batch\"");
+    headers.insert("signature-input", relabelled.parse().unwrap());
+    headers.insert(BATCH_PROOF, "kakunin=();index=0;size=1".parse().unwrap());
+    assert_eq!(
+        reason(verify(&verifier(&ca), &headers, &[], now)),
+        Reason::SignatureInvalid
+    );
 }

@@ -32,7 +32,14 @@ pub struct Kakunin {
     pub addr: SocketAddr,
 }
 
-fn config(files: &Files, dir: &Path, key: &Key<'_>, upstream: SocketAddr, pool: usize) -> String {
+fn config(
+    files: &Files,
+    dir: &Path,
+    key: &Key<'_>,
+    batch: bool,
+    upstream: SocketAddr,
+    pool: usize,
+) -> String {
     let (cert, key_line) = match key {
         Key::File => (
             files.agent_cert.clone(),
@@ -57,6 +64,8 @@ cert = "{cert}"
 {key_line}
 [revocation]
 watch_url = "off"
+[signing]
+batch = {batch}
 [upstream]
 ca = "{ca}"
 max_idle_per_host = {pool}
@@ -78,13 +87,14 @@ impl Kakunin {
         files: &Files,
         dir: &Path,
         key: &Key<'_>,
+        batch: bool,
         upstream: SocketAddr,
         pool: usize,
         core: Option<usize>,
     ) -> anyhow::Result<Kakunin> {
         std::fs::create_dir_all(dir)?;
         let conf = dir.join("kakunin.toml");
-        std::fs::write(&conf, config(files, dir, key, upstream, pool))?;
+        std::fs::write(&conf, config(files, dir, key, batch, upstream, pool))?;
         let mut command = child::command(binary, core);
         // Warnings and errors only: the operational log is not what is
         // measured (the audit log, one line per request, is).

@@ -39,16 +39,21 @@ pub enum PathKind {
     Kakunin,
     KakuninSigned,
     KakuninKms,
+    /// `[signing] batch = true`: one signature per batch of requests.
+    KakuninBatched,
+    KakuninKmsBatched,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 6] = [
+    pub const ALL: [PathKind; 8] = [
         PathKind::Direct,
         PathKind::Nginx,
         PathKind::Haproxy,
         PathKind::Kakunin,
         PathKind::KakuninSigned,
+        PathKind::KakuninBatched,
         PathKind::KakuninKms,
+        PathKind::KakuninKmsBatched,
     ];
 
     /// By its key in the results JSON (`--paths`).
@@ -65,6 +70,8 @@ impl PathKind {
             PathKind::Kakunin => "kakunin_unsigned",
             PathKind::KakuninSigned => "kakunin_signed",
             PathKind::KakuninKms => "kakunin_kms",
+            PathKind::KakuninBatched => "kakunin_batched",
+            PathKind::KakuninKmsBatched => "kakunin_kms_batched",
         }
     }
 
@@ -76,20 +83,31 @@ impl PathKind {
             PathKind::Kakunin => "Kakunin, no signing",
             PathKind::KakuninSigned => "Kakunin, signing (file key)",
             PathKind::KakuninKms => "Kakunin, signing (KMS stand-in)",
+            PathKind::KakuninBatched => "Kakunin, batch signing (file key)",
+            PathKind::KakuninKmsBatched => "Kakunin, batch signing (KMS stand-in)",
         }
     }
 
     /// KMS's quota and delay, not the proxy, set this path's ceiling.
     pub fn is_kms(self) -> bool {
-        self == PathKind::KakuninKms
+        matches!(self, PathKind::KakuninKms | PathKind::KakuninKmsBatched)
     }
 
     /// A path through the kakunin binary.
     pub fn is_kakunin(self) -> bool {
         matches!(
             self,
-            PathKind::Kakunin | PathKind::KakuninSigned | PathKind::KakuninKms
+            PathKind::Kakunin
+                | PathKind::KakuninSigned
+                | PathKind::KakuninKms
+                | PathKind::KakuninBatched
+                | PathKind::KakuninKmsBatched
         )
+    }
+
+    /// Request signatures batched (`[signing] batch = true`).
+    pub fn is_batched(self) -> bool {
+        matches!(self, PathKind::KakuninBatched | PathKind::KakuninKmsBatched)
     }
 
     fn request_path(self) -> &'static str {
@@ -265,21 +283,26 @@ pub fn start(kind: PathKind, env: &Env<'_>, dir: &Path) -> anyhow::Result<Runnin
             let Haproxy { proc, addr } = Haproxy::start(files, dir, env.upstream, env.core)?;
             (addr, proc)
         }
-        PathKind::Kakunin | PathKind::KakuninSigned | PathKind::KakuninKms => {
-            let key = match (kind, &env.kms) {
-                (PathKind::KakuninKms, Some((arn, endpoint, cert))) => Key::Kms {
+        PathKind::Kakunin
+        | PathKind::KakuninSigned
+        | PathKind::KakuninKms
+        | PathKind::KakuninBatched
+        | PathKind::KakuninKmsBatched => {
+            let key = match (kind.is_kms(), &env.kms) {
+                (true, Some((arn, endpoint, cert))) => Key::Kms {
                     arn,
                     endpoint,
                     cert,
                 },
-                (PathKind::KakuninKms, None) => anyhow::bail!("no KMS stand-in"),
-                _ => Key::File,
+                (true, None) => anyhow::bail!("no KMS stand-in"),
+                (false, _) => Key::File,
             };
             let Kakunin { proc, addr } = Kakunin::start(
                 env.kakunin_bin,
                 files,
                 dir,
                 &key,
+                kind.is_batched(),
                 env.upstream,
                 env.pool,
                 env.core,

@@ -337,9 +337,22 @@ fn median_at(paths: &Value, path: &str, pointer: &str) -> Option<f64> {
 }
 
 /// The targets for Kakunin with per-request signing, each with
-/// what it came to (measured, never asserted).
+/// what it came to (measured, never asserted): for one signature per
+/// request, then for batch signatures.
 fn targets(paths: &Value, pool: usize) -> Value {
-    let k = "kakunin_signed";
+    let mut out = Vec::new();
+    for (k, how) in [
+        ("kakunin_signed", "one signature per request"),
+        ("kakunin_batched", "batch signatures"),
+    ] {
+        if paths.get(k).is_some() {
+            out.extend(targets_of(paths, pool, k, how));
+        }
+    }
+    Value::Array(out)
+}
+
+fn targets_of(paths: &Value, pool: usize, k: &str, how: &str) -> Vec<Value> {
     let m = |path: &str, pointer: &str| median_at(paths, path, pointer);
     let mut out = Vec::new();
     let mut add =
@@ -350,6 +363,7 @@ fn targets(paths: &Value, pool: usize) -> Value {
             };
             out.push(json!({
                 "target": name,
+                "signing": how,
                 "rule": target,
                 "measured": measured.map(|v| (v * 100.0).round() / 100.0),
                 "limit": limit.map(|v| (v * 100.0).round() / 100.0),
@@ -400,7 +414,7 @@ fn targets(paths: &Value, pool: usize) -> Value {
         Some(30.0),
         false,
     );
-    Value::Array(out)
+    out
 }
 
 fn cell(v: &Value, decimals: usize) -> String {
@@ -466,7 +480,7 @@ pub fn table(json: &Value) -> String {
             cell(&p["rss_idle_connections_mib"], 1),
         ));
     }
-    out.push_str("\n| target (Kakunin, signing, file key) | rule | measured | limit | met |\n|---|---|---|---|---|\n");
+    out.push_str("\n| target (Kakunin, signing, file key) | signing | rule | measured | limit | met |\n|---|---|---|---|---|---|\n");
     if let Some(targets) = json["targets"].as_array() {
         for t in targets {
             let num = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.1}"));
@@ -476,8 +490,9 @@ pub fn table(json: &Value) -> String {
                 None => "-",
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {met} |\n",
+                "| {} | {} | {} | {} | {} | {met} |\n",
                 t["target"].as_str().unwrap_or_default(),
+                t["signing"].as_str().unwrap_or_default(),
                 t["rule"].as_str().unwrap_or_default(),
                 num(&t["measured"]),
                 num(&t["limit"]),

@@ -164,6 +164,7 @@ impl Site {
             revocation_timeout: Duration::from_secs(2),
             require_nonce: true,
             signing_lifetime_secs: kakunin::signing::DEFAULT_LIFETIME_SECS,
+            signing_batch: false,
             upstream_ca: self.lab.ca.certificate_path(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),

@@ -146,6 +146,7 @@ impl Lab {
             revocation_timeout: Duration::from_secs(2),
             require_nonce: true,
             signing_lifetime_secs: crate::signing::DEFAULT_LIFETIME_SECS,
+            signing_batch: false,
             upstream_ca: exchange_ca.certificate_path(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),

@@ -163,7 +163,7 @@ impl Message<'_> {
         }
     }
 
-    fn headers(&self) -> &HeaderMap {
+    pub(crate) fn headers(&self) -> &HeaderMap {
         match self {
             Message::Request { headers, .. } | Message::Response { headers, .. } => headers,
         }

@@ -8,6 +8,7 @@
 
 mod alg;
 mod base;
+pub mod batch;
 mod component;
 mod digest;
 mod error;
@@ -27,7 +28,7 @@ pub use header::{
 };
 pub use params::{SignatureInput, SignatureParams};
 pub use profile::{
-    check_profile, new_nonce, prepare_request, sign_request, verify_signature, RequestSigner,
-    UnsignedRequest, LABEL, TAG, X_AGENT_CERTIFICATE, X_AGENT_OCSP, X_AGENT_SIGNATURE,
-    X_AGENT_TIMESTAMP,
+    check_profile, new_nonce, prepare_batch_request, prepare_request, sign_request,
+    verify_signature, BatchSignature, RequestSigner, UnsignedRequest, LABEL, TAG,
+    X_AGENT_CERTIFICATE, X_AGENT_OCSP, X_AGENT_SIGNATURE, X_AGENT_TIMESTAMP,
 };

@@ -10,6 +10,7 @@ use rustls::SignatureScheme;
 
 use super::alg::{self, SigAlg};
 use super::base::{kakunin_components, signature_base};
+use super::batch::{self, BatchProof, BATCH_PROOF, BATCH_TAG};
 use super::component::{Message, TargetUri};
 use super::digest::content_digest;
 use super::error::{malformed, HttpSigError};
@@ -86,6 +87,30 @@ pub fn prepare_request(
     body: &[u8],
     signer: &RequestSigner<'_>,
 ) -> Result<UnsignedRequest, HttpSigError> {
+    prepare(headers, method, target, body, signer, TAG)
+}
+
+/// As [`prepare_request`], for a request whose signature base will be a
+/// leaf of a batch ([`super::batch`]): `tag` is [`BATCH_TAG`], and
+/// [`UnsignedRequest::finish_batch`] completes it.
+pub fn prepare_batch_request(
+    headers: &mut HeaderMap,
+    method: &str,
+    target: &TargetUri,
+    body: &[u8],
+    signer: &RequestSigner<'_>,
+) -> Result<UnsignedRequest, HttpSigError> {
+    prepare(headers, method, target, body, signer, BATCH_TAG)
+}
+
+fn prepare(
+    headers: &mut HeaderMap,
+    method: &str,
+    target: &TargetUri,
+    body: &[u8],
+    signer: &RequestSigner<'_>,
+    tag: &str,
+) -> Result<UnsignedRequest, HttpSigError> {
     let alg = SigAlg::for_key(signer.key.algorithm());
     set(headers, "content-digest", &content_digest(body))?;
     let created = i64::try_from(signer.created_ms / 1000)
@@ -100,7 +125,7 @@ pub fn prepare_request(
             nonce: Some(signer.nonce.clone()),
             keyid: Some(signer.keyid.to_string()),
             alg: Some(alg.name().to_string()),
-            tag: Some(TAG.to_string()),
+            tag: Some(tag.to_string()),
         },
     )?;
     let message = Message::Request {
@@ -129,6 +154,15 @@ impl UnsignedRequest {
         self.base.as_bytes()
     }
 
+    pub fn alg(&self) -> SigAlg {
+        self.alg
+    }
+
+    /// This request's leaf in a batch's tree.
+    pub fn leaf_hash(&self) -> Vec<u8> {
+        batch::leaf_hash(self.alg, self.base.as_bytes())
+    }
+
     /// Sets the signature headers from `signature`, `key`'s answer for
     /// [`Self::base`] (ECDSA as DER, as backends return it).
     pub fn finish(
@@ -139,16 +173,54 @@ impl UnsignedRequest {
     ) -> Result<(), HttpSigError> {
         let signature = alg::wire_form(key, self.alg, signature)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(&signature);
+        self.set_headers(headers, &encoded)
+    }
+
+    /// Sets the signature headers of a batched request: `signature` is the
+    /// batch's ([`BatchSignature`]), `proof` this request's place in it.
+    pub fn finish_batch(
+        self,
+        headers: &mut HeaderMap,
+        signature: &BatchSignature,
+        proof: &BatchProof,
+    ) -> Result<(), HttpSigError> {
+        set(headers, BATCH_PROOF, &proof.header_value(LABEL))?;
+        self.set_headers(headers, &signature.encoded)
+    }
+
+    fn set_headers(self, headers: &mut HeaderMap, encoded: &str) -> Result<(), HttpSigError> {
         set(
             headers,
             "signature-input",
             &format!("{LABEL}={}", self.input_line),
         )?;
         set(headers, "signature", &format!("{LABEL}=:{encoded}:"))?;
-        set(headers, X_AGENT_SIGNATURE, &encoded)?;
+        set(headers, X_AGENT_SIGNATURE, encoded)?;
         set(headers, X_AGENT_CERTIFICATE, &self.certificate_b64)?;
         set(headers, X_AGENT_TIMESTAMP, &self.created_ms.to_string())?;
         Ok(())
+    }
+}
+
+/// One key signature over a batch's tree, as every request of the batch
+/// carries it (base64 of the RFC 9421 wire form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSignature {
+    encoded: String,
+}
+
+impl BatchSignature {
+    /// From `key`'s answer for the tree's [`batch::MerkleTree::signed_message`]
+    /// (ECDSA as DER, as backends return it).
+    pub fn new(
+        key: &dyn KeyBackend,
+        alg: SigAlg,
+        signature: Vec<u8>,
+    ) -> Result<BatchSignature, HttpSigError> {
+        let signature = alg::wire_form(key, alg, signature)?;
+        Ok(BatchSignature {
+            encoded: base64::engine::general_purpose::STANDARD.encode(signature),
+        })
     }
 }
 
@@ -175,7 +247,16 @@ pub fn verify_signature(
         }
     }
     let base = signature_base(message, &parsed.input)?;
-    alg::verify(alg, spki_der, base.as_bytes(), &parsed.signature)?;
+    if parsed.input.params.tag.as_deref() == Some(BATCH_TAG) {
+        // The key signed the batch's root; this request's base must be a
+        // leaf under it.
+        let proof = BatchProof::from_headers(message.headers(), &parsed.label)?;
+        let root = proof.root(alg, &batch::leaf_hash(alg, base.as_bytes()))?;
+        let signed = batch::signed_message(proof.size, &root);
+        alg::verify(alg, spki_der, &signed, &parsed.signature)?;
+    } else {
+        alg::verify(alg, spki_der, base.as_bytes(), &parsed.signature)?;
+    }
     Ok(alg)
 }
 
@@ -199,10 +280,10 @@ pub fn check_profile(parsed: &ParsedSignature, headers: &HeaderMap) -> Result<()
     params.expires.ok_or_else(|| absent("expires"))?;
     params.nonce.as_ref().ok_or_else(|| absent("nonce"))?;
     params.keyid.as_ref().ok_or_else(|| absent("keyid"))?;
-    if params.tag.as_deref() != Some(TAG) {
+    if !matches!(params.tag.as_deref(), Some(TAG | BATCH_TAG)) {
         return Err(malformed(
             "signature-input",
-            format!("tag is not \"{TAG}\""),
+            format!("tag is not \"{TAG}\" or \"{BATCH_TAG}\""),
         ));
     }
     Ok(())
