@@ -124,12 +124,13 @@ async fn run(mut requests: mpsc::Receiver<Waiting>, metrics: Arc<BatchMetrics>) 
         let remote = first.key.locality() != Locality::InProcess;
         // A remote key's batch waits for a free slot before it closes, so
         // that what arrives meanwhile joins it.
-        let slot = match remote {
-            true => match remote_slots.clone().acquire_owned().await {
+        let slot = if remote {
+            match remote_slots.clone().acquire_owned().await {
                 Ok(slot) => Some(slot),
                 Err(_) => return, // never closed
-            },
-            false => None,
+            }
+        } else {
+            None
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -153,9 +154,10 @@ async fn run(mut requests: mpsc::Receiver<Waiting>, metrics: Arc<BatchMetrics>) 
         // A key in memory signs here, on the runtime's thread, one batch
         // after another (the CPU is the limit, and the next batch gathers
         // meanwhile). A remote key's call runs beside the next batch's.
-        match remote {
-            true => drop(tokio::spawn(signing)),
-            false => signing.await,
+        if remote {
+            drop(tokio::spawn(signing));
+        } else {
+            signing.await;
         }
     }
 }

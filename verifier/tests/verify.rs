@@ -79,27 +79,42 @@ fn verifier(anchor: &Ca) -> Verifier {
     Verifier::new(config).unwrap()
 }
 
+/// The agent's key and leaf certificate from `issued`.
+fn agent(issued: &Issued) -> (FileKey, CertificateDer<'static>) {
+    let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+    let key = FileKey::from_pem("agent", issued.key_pem.as_deref().unwrap().as_bytes()).unwrap();
+    (key, leaf)
+}
+
+/// What signing one trade at `at` needs, with a fresh nonce.
+fn signer<'a>(
+    key: &'a FileKey,
+    issued: &'a Issued,
+    leaf: &'a CertificateDer<'_>,
+    at: SystemTime,
+) -> RequestSigner<'a> {
+    RequestSigner {
+        key,
+        keyid: &issued.serial_hex,
+        certificate: leaf.as_ref(),
+        created_ms: at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
+        lifetime_secs: 60,
+        nonce: new_nonce().unwrap(),
+    }
+}
+
 /// A trade signed by `issued`'s key at `at`; the certificate travels in
 /// `X-Agent-Certificate`.
 fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'static>) {
-    let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-    let key = FileKey::from_pem("agent", issued.key_pem.as_deref().unwrap().as_bytes()).unwrap();
+    let (key, leaf) = agent(issued);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", "application/json".parse().unwrap());
-    let created_ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     sign_request(
         &mut headers,
         "POST",
         &TargetUri::new("https", "api.exchange.com", "/v1/trades"),
         BODY,
-        &RequestSigner {
-            key: &key,
-            keyid: &issued.serial_hex,
-            certificate: leaf.as_ref(),
-            created_ms,
-            lifetime_secs: 60,
-            nonce: new_nonce().unwrap(),
-        },
+        &signer(&key, issued, &leaf, at),
     )
     .unwrap();
     (headers, leaf)
@@ -108,9 +123,7 @@ fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'sta
 /// `n` trades signed as one batch at `at`, as the proxy does with
 /// `[signing] batch = true`: one key signature over their tree.
 fn batch_signed_at(issued: &Issued, n: usize, at: SystemTime) -> Vec<HeaderMap> {
-    let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-    let key = FileKey::from_pem("agent", issued.key_pem.as_deref().unwrap().as_bytes()).unwrap();
-    let created_ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let (key, leaf) = agent(issued);
     let mut prepared = Vec::new();
     for _ in 0..n {
         let mut headers = HeaderMap::new();
@@ -120,14 +133,7 @@ fn batch_signed_at(issued: &Issued, n: usize, at: SystemTime) -> Vec<HeaderMap> 
             "POST",
             &TargetUri::new("https", "api.exchange.com", "/v1/trades"),
             BODY,
-            &RequestSigner {
-                key: &key,
-                keyid: &issued.serial_hex,
-                certificate: leaf.as_ref(),
-                created_ms,
-                lifetime_secs: 60,
-                nonce: new_nonce().unwrap(),
-            },
+            &signer(&key, issued, &leaf, at),
         )
         .unwrap();
         prepared.push((headers, unsigned));
