@@ -239,7 +239,7 @@ fn sign_one(agent: &Agent, staple: &HeaderValue, created_ms: u64) -> anyhow::Res
         &RequestSigner {
             key: &agent.key,
             keyid: &agent.serial_hex,
-            certificate: agent.cert_der.as_ref(),
+            certificate: &httpsig::CertificateHeader::new(&agent.cert_der)?,
             created_ms,
             lifetime_secs: 60,
             nonce: httpsig::new_nonce()?,

@@ -20,7 +20,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kakunin_authority::{RevocationReason, Validity};
-use kakunin_signer::httpsig::{new_nonce, sign_request, RequestSigner, TargetUri};
+use kakunin_signer::httpsig::{
+    new_nonce, sign_request, CertificateHeader, RequestSigner, TargetUri,
+};
 use kakunin_signer::FileKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -239,7 +241,7 @@ impl Outgoing {
             &RequestSigner {
                 key,
                 keyid: &agent.serial,
-                certificate: &agent.der,
+                certificate: &CertificateHeader::new(&agent.der).unwrap(),
                 created_ms,
                 lifetime_secs,
                 nonce: new_nonce().unwrap(),
@@ -802,7 +804,7 @@ async fn a_request_for_another_authority_is_refused() {
         &RequestSigner {
             key: &key,
             keyid: &gw.agent.serial,
-            certificate: &gw.agent.der,
+            certificate: &CertificateHeader::new(&gw.agent.der).unwrap(),
             created_ms: now_ms(),
             lifetime_secs: 60,
             nonce: new_nonce().unwrap(),

@@ -53,13 +53,13 @@ impl Rotation {
             .context("the certificate file holds no certificate")?;
         let summary = summarize(&leaf).context("the new agent certificate")?;
         check_for_policy(&summary, &self.proxy.policy, unix_now())?;
-        let subject = Subject {
+        let subject = Subject::new(
+            leaf,
             // The configured issuer wins: whoever writes the certificate
             // file must not also choose the trust anchor for its status.
-            issuer: self.issuer.clone().or_else(|| chain.get(1).cloned()),
-            leaf,
+            self.issuer.clone().or_else(|| chain.get(1).cloned()),
             summary,
-        };
+        )?;
         let new_serial = subject.summary.serial_hex.clone();
         // Refused here, with the current certificate kept: another key, the
         // wrong issuer, no responder, or a certificate known to be revoked.

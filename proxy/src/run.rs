@@ -112,16 +112,16 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
         timeout: config.revocation_timeout,
         require_nonce: config.require_nonce,
     };
-    let subject = Subject {
-        // The configured issuer wins over a second certificate in the file.
-        issuer: issuer.clone().or_else(|| loaded.chain.get(1).cloned()),
-        leaf: loaded
+    let subject = Subject::new(
+        loaded
             .chain
             .first()
             .cloned()
             .context("the agent certificate file holds no certificate")?,
-        summary: loaded.summary,
-    };
+        // The configured issuer wins over a second certificate in the file.
+        issuer.clone().or_else(|| loaded.chain.get(1).cloned()),
+        loaded.summary,
+    )?;
     let gate = RevocationGate::new(
         gate_settings,
         subject,

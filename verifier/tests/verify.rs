@@ -14,7 +14,8 @@ use http::HeaderMap;
 use kakunin_authority::{AgentRequest, Authority, InitOptions, Issued, SubjectKey, Validity};
 use kakunin_signer::httpsig::batch::{MerkleTree, BATCH_PROOF};
 use kakunin_signer::httpsig::{
-    new_nonce, prepare_batch_request, sign_request, BatchSignature, RequestSigner, TargetUri,
+    new_nonce, prepare_batch_request, sign_request, BatchSignature, CertificateHeader,
+    RequestSigner, TargetUri,
 };
 use kakunin_signer::{FileKey, KeyBackend};
 use kakunin_verifier::{Outcome, Reason, RevocationMode, Verifier, VerifierConfig};
@@ -90,13 +91,13 @@ fn agent(issued: &Issued) -> (FileKey, CertificateDer<'static>) {
 fn signer<'a>(
     key: &'a FileKey,
     issued: &'a Issued,
-    leaf: &'a CertificateDer<'_>,
+    certificate: &'a CertificateHeader,
     at: SystemTime,
 ) -> RequestSigner<'a> {
     RequestSigner {
         key,
         keyid: &issued.serial_hex,
-        certificate: leaf.as_ref(),
+        certificate,
         created_ms: at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
         lifetime_secs: 60,
         nonce: new_nonce().unwrap(),
@@ -107,6 +108,7 @@ fn signer<'a>(
 /// `X-Agent-Certificate`.
 fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'static>) {
     let (key, leaf) = agent(issued);
+    let certificate = CertificateHeader::new(&leaf).unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("content-type", "application/json".parse().unwrap());
     sign_request(
@@ -114,7 +116,7 @@ fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'sta
         "POST",
         &TargetUri::new("https", "api.exchange.com", "/v1/trades"),
         BODY,
-        &signer(&key, issued, &leaf, at),
+        &signer(&key, issued, &certificate, at),
     )
     .unwrap();
     (headers, leaf)
@@ -124,6 +126,7 @@ fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'sta
 /// `[signing] batch = true`: one key signature over their tree.
 fn batch_signed_at(issued: &Issued, n: usize, at: SystemTime) -> Vec<HeaderMap> {
     let (key, leaf) = agent(issued);
+    let certificate = CertificateHeader::new(&leaf).unwrap();
     let mut prepared = Vec::new();
     for _ in 0..n {
         let mut headers = HeaderMap::new();
@@ -133,7 +136,7 @@ fn batch_signed_at(issued: &Issued, n: usize, at: SystemTime) -> Vec<HeaderMap> 
             "POST",
             &TargetUri::new("https", "api.exchange.com", "/v1/trades"),
             BODY,
-            &signer(&key, issued, &leaf, at),
+            &signer(&key, issued, &certificate, at),
         )
         .unwrap();
         prepared.push((headers, unsigned));

@@ -177,7 +177,7 @@ fn generate_wire_example() {
         &httpsig::RequestSigner {
             key: &key,
             keyid: &issued.serial_hex,
-            certificate: leaf.as_ref(),
+            certificate: &httpsig::CertificateHeader::new(&leaf).unwrap(),
             created_ms,
             lifetime_secs: 60,
             nonce: httpsig::new_nonce().unwrap(),

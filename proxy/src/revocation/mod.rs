@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use kakunin_authority::RevocationReason;
+use kakunin_signer::httpsig::CertificateHeader;
 use rustls_pki_types::CertificateDer;
 
 use crate::identity::CertSummary;
@@ -60,6 +61,26 @@ pub struct Subject {
     pub leaf: CertificateDer<'static>,
     pub issuer: Option<CertificateDer<'static>>,
     pub summary: CertSummary,
+    /// `leaf` as signed requests carry it (`X-Agent-Certificate`), encoded
+    /// once per certificate.
+    pub certificate_header: CertificateHeader,
+}
+
+impl Subject {
+    pub fn new(
+        leaf: CertificateDer<'static>,
+        issuer: Option<CertificateDer<'static>>,
+        summary: CertSummary,
+    ) -> anyhow::Result<Subject> {
+        let certificate_header = CertificateHeader::new(&leaf)
+            .map_err(|e| anyhow::anyhow!("the agent certificate as a header: {e}"))?;
+        Ok(Subject {
+            leaf,
+            issuer,
+            summary,
+            certificate_header,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -93,7 +93,7 @@ pub async fn sign(
         &RequestSigner {
             key: key.as_ref(),
             keyid,
-            certificate: subject.leaf.as_ref(),
+            certificate: &subject.certificate_header,
             created_ms,
             lifetime_secs,
             nonce: nonce.clone(),

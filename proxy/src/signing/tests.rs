@@ -23,19 +23,22 @@ pub(super) fn p256() -> FileKey {
 }
 
 pub(super) fn subject() -> Arc<Subject> {
-    Arc::new(Subject {
-        leaf: CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x07]),
-        issuer: None,
-        summary: CertSummary {
-            common_name: "trading_bot_v2".into(),
-            serial_hex: "0a1b2c".into(),
-            not_after: String::new(),
-            not_before_unix: 0,
-            not_after_unix: 0,
-            client_auth: Some(true),
-            scope: None,
-        },
-    })
+    Arc::new(
+        Subject::new(
+            CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x07]),
+            None,
+            CertSummary {
+                common_name: "trading_bot_v2".into(),
+                serial_hex: "0a1b2c".into(),
+                not_after: String::new(),
+                not_before_unix: 0,
+                not_after_unix: 0,
+                client_auth: Some(true),
+                scope: None,
+            },
+        )
+        .unwrap(),
+    )
 }
 
 pub(super) fn request(

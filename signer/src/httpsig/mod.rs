@@ -15,6 +15,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz_checks;
 mod header;
+mod nonce;
 mod params;
 mod profile;
 
@@ -26,9 +27,10 @@ pub use error::HttpSigError;
 pub use header::{
     dictionary, parse_signature, parse_signature_fields, ParsedSignature, MAX_FIELD_LEN,
 };
+pub use nonce::new_nonce;
 pub use params::{SignatureInput, SignatureParams};
 pub use profile::{
-    check_profile, new_nonce, prepare_batch_request, prepare_request, sign_request,
-    verify_signature, BatchSignature, RequestSigner, UnsignedRequest, LABEL, TAG,
+    check_profile, prepare_batch_request, prepare_request, sign_request, verify_signature,
+    BatchSignature, CertificateHeader, RequestSigner, UnsignedRequest, LABEL, TAG,
     X_AGENT_CERTIFICATE, X_AGENT_OCSP, X_AGENT_SIGNATURE, X_AGENT_TIMESTAMP,
 };

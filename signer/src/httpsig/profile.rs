@@ -5,7 +5,6 @@
 
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use ring::rand::{SecureRandom, SystemRandom};
 use rustls::SignatureScheme;
 
 use super::alg::{self, SigAlg};
@@ -31,8 +30,8 @@ pub struct RequestSigner<'a> {
     pub key: &'a dyn KeyBackend,
     /// The certificate serial, lower-case hex: the `keyid` parameter.
     pub keyid: &'a str,
-    /// DER of the leaf certificate, sent as `X-Agent-Certificate`.
-    pub certificate: &'a [u8],
+    /// The leaf certificate, sent as `X-Agent-Certificate`.
+    pub certificate: &'a CertificateHeader,
     /// Signing time in Unix milliseconds: `X-Agent-Timestamp`, and
     /// `created` in whole seconds.
     pub created_ms: u64,
@@ -41,14 +40,22 @@ pub struct RequestSigner<'a> {
     pub nonce: String,
 }
 
-/// 128 random bits, base64url: unique per request, so a receiver can refuse
-/// a second arrival.
-pub fn new_nonce() -> Result<String, HttpSigError> {
-    let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| malformed("nonce", "the system random source failed"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+/// `X-Agent-Certificate`'s value for one certificate: base64 of its DER,
+/// encoded once per certificate rather than for every request it signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateHeader(HeaderValue);
+
+impl CertificateHeader {
+    pub fn new(der: &[u8]) -> Result<CertificateHeader, HttpSigError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+        HeaderValue::try_from(encoded)
+            .map(CertificateHeader)
+            .map_err(|_| malformed(X_AGENT_CERTIFICATE, "not a valid header value"))
+    }
+
+    pub fn value(&self) -> &HeaderValue {
+        &self.0
+    }
 }
 
 /// Signs a request: sets `Content-Digest`, `Signature-Input`, `Signature`,
@@ -74,7 +81,7 @@ pub struct UnsignedRequest {
     alg: SigAlg,
     input_line: String,
     base: String,
-    certificate_b64: String,
+    certificate: HeaderValue,
     created_ms: u64,
 }
 
@@ -112,7 +119,7 @@ fn prepare(
     tag: &str,
 ) -> Result<UnsignedRequest, HttpSigError> {
     let alg = SigAlg::for_key(signer.key.algorithm());
-    set(headers, "content-digest", &content_digest(body))?;
+    set(headers, "content-digest", content_digest(body))?;
     let created = i64::try_from(signer.created_ms / 1000)
         .map_err(|_| malformed("signature-input", "created is out of range"))?;
     let lifetime = i64::try_from(signer.lifetime_secs)
@@ -138,7 +145,7 @@ fn prepare(
         alg,
         input_line: input.line,
         base,
-        certificate_b64: base64::engine::general_purpose::STANDARD.encode(signer.certificate),
+        certificate: signer.certificate.value().clone(),
         created_ms: signer.created_ms,
     })
 }
@@ -172,8 +179,7 @@ impl UnsignedRequest {
         signature: Vec<u8>,
     ) -> Result<(), HttpSigError> {
         let signature = alg::wire_form(key, self.alg, signature)?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&signature);
-        self.set_headers(headers, &encoded)
+        self.set_headers(headers, &SignatureHeaders::new(&signature)?)
     }
 
     /// Sets the signature headers of a batched request: `signature` is the
@@ -184,29 +190,67 @@ impl UnsignedRequest {
         signature: &BatchSignature,
         proof: &BatchProof,
     ) -> Result<(), HttpSigError> {
-        set(headers, BATCH_PROOF, &proof.header_value(LABEL))?;
-        self.set_headers(headers, &signature.encoded)
+        set(headers, BATCH_PROOF, proof.header_value(LABEL))?;
+        self.set_headers(headers, &signature.headers)
     }
 
-    fn set_headers(self, headers: &mut HeaderMap, encoded: &str) -> Result<(), HttpSigError> {
+    fn set_headers(
+        self,
+        headers: &mut HeaderMap,
+        signature: &SignatureHeaders,
+    ) -> Result<(), HttpSigError> {
         set(
             headers,
             "signature-input",
-            &format!("{LABEL}={}", self.input_line),
+            format!("{LABEL}={}", self.input_line),
         )?;
-        set(headers, "signature", &format!("{LABEL}=:{encoded}:"))?;
-        set(headers, X_AGENT_SIGNATURE, encoded)?;
-        set(headers, X_AGENT_CERTIFICATE, &self.certificate_b64)?;
-        set(headers, X_AGENT_TIMESTAMP, &self.created_ms.to_string())?;
+        headers.insert(
+            HeaderName::from_static("signature"),
+            signature.signature.clone(),
+        );
+        headers.insert(
+            HeaderName::from_static(X_AGENT_SIGNATURE),
+            signature.x_agent.clone(),
+        );
+        headers.insert(
+            HeaderName::from_static(X_AGENT_CERTIFICATE),
+            self.certificate,
+        );
+        headers.insert(
+            HeaderName::from_static(X_AGENT_TIMESTAMP),
+            HeaderValue::from(self.created_ms),
+        );
         Ok(())
     }
 }
 
+/// A signature's two header values, `Signature` and its `X-Agent-Signature`
+/// mirror. Built once per signature: a batch's requests share (clone) them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SignatureHeaders {
+    signature: HeaderValue,
+    x_agent: HeaderValue,
+}
+
+impl SignatureHeaders {
+    /// From the signature's RFC 9421 wire form.
+    fn new(wire: &[u8]) -> Result<SignatureHeaders, HttpSigError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(wire);
+        let value = |name: &'static str, text: String| {
+            HeaderValue::try_from(text).map_err(|_| malformed(name, "not a valid header value"))
+        };
+        Ok(SignatureHeaders {
+            signature: value("signature", format!("{LABEL}=:{encoded}:"))?,
+            x_agent: value(X_AGENT_SIGNATURE, encoded)?,
+        })
+    }
+}
+
 /// One key signature over a batch's tree, as every request of the batch
-/// carries it (base64 of the RFC 9421 wire form).
+/// carries it (the RFC 9421 wire form, in its header values).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchSignature {
-    encoded: String,
+    headers: SignatureHeaders,
 }
 
 impl BatchSignature {
@@ -219,14 +263,15 @@ impl BatchSignature {
     ) -> Result<BatchSignature, HttpSigError> {
         let signature = alg::wire_form(key, alg, signature)?;
         Ok(BatchSignature {
-            encoded: base64::engine::general_purpose::STANDARD.encode(signature),
+            headers: SignatureHeaders::new(&signature)?,
         })
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), HttpSigError> {
+/// Sets one header from a value built for it (moved in, not copied).
+fn set(headers: &mut HeaderMap, name: &'static str, value: String) -> Result<(), HttpSigError> {
     let value =
-        HeaderValue::from_str(value).map_err(|_| malformed(name, "not a valid header value"))?;
+        HeaderValue::try_from(value).map_err(|_| malformed(name, "not a valid header value"))?;
     headers.insert(HeaderName::from_static(name), value);
     Ok(())
 }
