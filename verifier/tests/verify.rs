@@ -80,11 +80,13 @@ fn verifier(anchor: &Ca) -> Verifier {
     Verifier::new(config).unwrap()
 }
 
-/// The agent's key and leaf certificate from `issued`.
-fn agent(issued: &Issued) -> (FileKey, CertificateDer<'static>) {
+/// The agent's key and leaf certificate from `issued`, the certificate also
+/// as signed requests carry it.
+fn agent(issued: &Issued) -> (FileKey, CertificateDer<'static>, CertificateHeader) {
     let leaf = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
     let key = FileKey::from_pem("agent", issued.key_pem.as_deref().unwrap().as_bytes()).unwrap();
-    (key, leaf)
+    let header = CertificateHeader::new(&leaf).unwrap();
+    (key, leaf, header)
 }
 
 /// What signing one trade at `at` needs, with a fresh nonce.
@@ -107,8 +109,7 @@ fn signer<'a>(
 /// A trade signed by `issued`'s key at `at`; the certificate travels in
 /// `X-Agent-Certificate`.
 fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'static>) {
-    let (key, leaf) = agent(issued);
-    let certificate = CertificateHeader::new(&leaf).unwrap();
+    let (key, leaf, certificate) = agent(issued);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", "application/json".parse().unwrap());
     sign_request(
@@ -125,8 +126,7 @@ fn signed_at(issued: &Issued, at: SystemTime) -> (HeaderMap, CertificateDer<'sta
 /// `n` trades signed as one batch at `at`, as the proxy does with
 /// `[signing] batch = true`: one key signature over their tree.
 fn batch_signed_at(issued: &Issued, n: usize, at: SystemTime) -> Vec<HeaderMap> {
-    let (key, leaf) = agent(issued);
-    let certificate = CertificateHeader::new(&leaf).unwrap();
+    let (key, _, certificate) = agent(issued);
     let mut prepared = Vec::new();
     for _ in 0..n {
         let mut headers = HeaderMap::new();

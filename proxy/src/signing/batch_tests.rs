@@ -30,6 +30,16 @@ fn trades(n: usize) -> Vec<(Request<Full<Bytes>>, Bytes)> {
         .collect()
 }
 
+/// `sign` with the test subject, a minute's lifetime and `batcher`.
+async fn sign_batched(
+    req: &mut Request<Full<Bytes>>,
+    body: &Bytes,
+    key: Arc<Wrapped>,
+    batcher: &BatchSigner,
+) -> Result<Signed, ProxyError> {
+    sign(req, body.clone(), key, subject(), 60, Some(batcher)).await
+}
+
 /// Signs every request in its own task, all spawned before any runs.
 async fn sign_together(
     key: Arc<Wrapped>,
@@ -41,7 +51,7 @@ async fn sign_together(
         .map(|(mut req, body)| {
             let (key, batcher) = (key.clone(), batcher.clone());
             tokio::spawn(async move {
-                let signed = sign(&mut req, body.clone(), key, subject(), 60, Some(&batcher)).await;
+                let signed = sign_batched(&mut req, &body, key, &batcher).await;
                 (req, body, signed)
             })
         })
@@ -86,16 +96,9 @@ async fn a_lone_request_is_a_batch_of_one() {
     let key = Wrapped::new(Locality::InProcess, false);
     let batcher = batcher();
     let (mut req, body) = trades(1).remove(0);
-    let signed = sign(
-        &mut req,
-        body.clone(),
-        key.clone(),
-        subject(),
-        60,
-        Some(&batcher),
-    )
-    .await
-    .unwrap();
+    let signed = sign_batched(&mut req, &body, key.clone(), &batcher)
+        .await
+        .unwrap();
     assert_eq!(signed.batch, Some(BatchPlace { index: 0, size: 1 }));
     assert_eq!(req.headers()[BATCH_PROOF], "kakunin=();index=0;size=1");
     verify(&req, &body, key.public_key_spki());
@@ -138,16 +141,9 @@ async fn each_key_signs_its_own_requests_in_a_mixed_batch() {
             let key = if i % 2 == 0 { old.clone() } else { new.clone() };
             let batcher = batcher.clone();
             tokio::spawn(async move {
-                sign(
-                    &mut req,
-                    body.clone(),
-                    key.clone(),
-                    subject(),
-                    60,
-                    Some(&batcher),
-                )
-                .await
-                .unwrap();
+                sign_batched(&mut req, &body, key.clone(), &batcher)
+                    .await
+                    .unwrap();
                 (req, body, key)
             })
         })
