@@ -17,7 +17,7 @@ async fn bad_input_never_crashes_or_hangs_the_proxy() {
     let config = pki.config(
         POLICY,
         exchange.addr(),
-        "body_limit = 1024\nheader_read_timeout_ms = 1000",
+        "body_limit = 1024\nheader_read_timeout_ms = 1000\nbody_read_timeout_ms = 1000",
     );
     let mut proxy = ProxyProcess::start(&config);
     let addr = proxy.addr;
@@ -123,6 +123,35 @@ async fn bad_input_never_crashes_or_hangs_the_proxy() {
     assert!(
         answered.is_empty() || status_of(&answered) == 408,
         "{answered}"
+    );
+
+    // A client that sends its head and then stalls mid-body gets 408
+    // body_timeout once the body read timeout (1 s here) runs out, and
+    // nothing of it is forwarded.
+    let started = Instant::now();
+    let stalled_body = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST http://api.exchange.com/v1/upload HTTP/1.1\r\nHost: api.exchange.com\r\nContent-Length: 100\r\n\r\n0123456789",
+            )
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = stream.read_to_end(&mut buf);
+        buf
+    })
+    .await
+    .unwrap();
+    let waited = started.elapsed();
+    let answered = String::from_utf8_lossy(&stalled_body);
+    assert_eq!(status_of(&answered), 408, "{answered}");
+    assert!(answered.contains("body_timeout"), "{answered}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(15),
+        "answered after {waited:?}, not at the 1 s body read timeout"
     );
 
     assert_eq!(exchange.requests(), 0, "nothing bad was forwarded");

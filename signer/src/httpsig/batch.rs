@@ -16,6 +16,8 @@
 //! than the signature over it. The key signs [`signed_message`]: a context
 //! string, the tree size and the root. docs/wire-format.md is the contract.
 
+use std::fmt::Write as _;
+
 use base64::Engine;
 use http::HeaderMap;
 use ring::digest::{self, Algorithm};
@@ -161,16 +163,22 @@ impl BatchProof {
     /// The `Kakunin-Batch-Proof` value under `label`.
     pub fn header_value(&self, label: &str) -> String {
         let engine = &base64::engine::general_purpose::STANDARD;
-        let mut value = format!("{label}=(");
+        // Each sibling is `:<base64>:` and a space; one allocation.
+        let hash_len = self.path.first().map_or(0, Vec::len);
+        let mut value =
+            String::with_capacity(label.len() + 48 + self.path.len() * (hash_len * 4 / 3 + 8));
+        value.push_str(label);
+        value.push_str("=(");
         for (i, sibling) in self.path.iter().enumerate() {
             if i > 0 {
                 value.push(' ');
             }
             value.push(':');
-            value.push_str(&engine.encode(sibling));
+            engine.encode_string(sibling, &mut value);
             value.push(':');
         }
-        value.push_str(&format!(");index={};size={}", self.index, self.size));
+        // Writing into a String cannot fail.
+        let _ = write!(value, ");index={};size={}", self.index, self.size);
         value
     }
 

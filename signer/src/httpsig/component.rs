@@ -110,9 +110,17 @@ impl TargetUri {
     }
 
     pub fn request_target(&self) -> String {
-        match &self.query {
-            Some(query) => format!("{}?{query}", self.path),
-            None => self.path.clone(),
+        let mut target =
+            String::with_capacity(self.path.len() + 1 + self.query.as_ref().map_or(0, String::len));
+        self.write_request_target(&mut target);
+        target
+    }
+
+    fn write_request_target(&self, out: &mut String) {
+        out.push_str(&self.path);
+        if let Some(query) = &self.query {
+            out.push('?');
+            out.push_str(query);
         }
     }
 
@@ -143,24 +151,47 @@ pub enum Message<'a> {
 impl Message<'_> {
     /// The component's value as it goes into the signature base.
     pub fn value(&self, component: &Component) -> Result<String, HttpSigError> {
+        let mut value = String::new();
+        self.write_value(component, &mut value)?;
+        Ok(value)
+    }
+
+    /// Appends the component's value to `out`: the signature base is built
+    /// in one buffer, with no string per component.
+    pub fn write_value(&self, component: &Component, out: &mut String) -> Result<(), HttpSigError> {
         let missing = || HttpSigError::ComponentMissing(component.name().to_string());
         match (self, component) {
-            (_, Component::Field(name)) => field_value(self.headers(), name)?.ok_or_else(missing),
-            (Message::Response { status, .. }, Component::Status) => Ok(status.to_string()),
-            (Message::Response { .. }, _) | (Message::Request { .. }, Component::Status) => {
-                Err(missing())
+            (_, Component::Field(name)) => {
+                if !write_field_value(self.headers(), name, out)? {
+                    return Err(missing());
+                }
             }
-            (Message::Request { method, target, .. }, derived) => Ok(match derived {
-                Component::Method => method.to_string(),
-                Component::TargetUri => target.uri(),
-                Component::Authority => target.authority.clone(),
-                Component::Scheme => target.scheme.clone(),
-                Component::RequestTarget => target.request_target(),
-                Component::Path => target.path.clone(),
-                Component::Query => format!("?{}", target.query.as_deref().unwrap_or("")),
+            (Message::Response { status, .. }, Component::Status) => {
+                out.push_str(&status.to_string());
+            }
+            (Message::Response { .. }, _) | (Message::Request { .. }, Component::Status) => {
+                return Err(missing());
+            }
+            (Message::Request { method, target, .. }, derived) => match derived {
+                Component::Method => out.push_str(method),
+                Component::TargetUri => {
+                    out.push_str(&target.scheme);
+                    out.push_str("://");
+                    out.push_str(&target.authority);
+                    target.write_request_target(out);
+                }
+                Component::Authority => out.push_str(&target.authority),
+                Component::Scheme => out.push_str(&target.scheme),
+                Component::RequestTarget => target.write_request_target(out),
+                Component::Path => out.push_str(&target.path),
+                Component::Query => {
+                    out.push('?');
+                    out.push_str(target.query.as_deref().unwrap_or(""));
+                }
                 Component::Status | Component::Field(_) => return Err(missing()),
-            }),
+            },
         }
+        Ok(())
     }
 
     pub(crate) fn headers(&self) -> &HeaderMap {
@@ -173,21 +204,29 @@ impl Message<'_> {
 /// RFC 9421 §2.1: every line of the field, trimmed, joined with ", ".
 /// None if the field is absent.
 pub fn field_value(headers: &HeaderMap, name: &str) -> Result<Option<String>, HttpSigError> {
-    let mut values = headers.get_all(name).iter().peekable();
-    if values.peek().is_none() {
-        return Ok(None);
-    }
     let mut joined = String::new();
-    for (i, value) in values.enumerate() {
+    Ok(write_field_value(headers, name, &mut joined)?.then_some(joined))
+}
+
+/// [`field_value`] appended to `out`; false (and nothing appended) if the
+/// field is absent.
+fn write_field_value(
+    headers: &HeaderMap,
+    name: &str,
+    out: &mut String,
+) -> Result<bool, HttpSigError> {
+    let mut present = false;
+    for value in headers.get_all(name) {
         let text = value.to_str().map_err(|_| {
             HttpSigError::UnsupportedComponent(format!("{name} (not visible ASCII)"))
         })?;
-        if i > 0 {
-            joined.push_str(", ");
+        if present {
+            out.push_str(", ");
         }
-        joined.push_str(text.trim_matches([' ', '\t']));
+        out.push_str(text.trim_matches([' ', '\t']));
+        present = true;
     }
-    Ok(Some(joined))
+    Ok(present)
 }
 
 /// [`field_value`] for a field this crate parses itself, which must be there.
