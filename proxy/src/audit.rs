@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
+
+use crate::json_line::{self, Members};
 
 pub struct AuditLog {
     /// Lines formatted and waiting for a write, newest last.
@@ -123,10 +124,9 @@ impl AuditLog {
         self.record_fields(event, &WithoutLogKeys(fields))
     }
 
-    /// `record` for typed fields: any value that serializes as a JSON
-    /// object without `timestamp` or `event_type` of its own, written as it
-    /// is, not copied.
-    pub fn record_fields<T: Serialize + ?Sized>(&self, event: &str, fields: &T) -> Queued<'_> {
+    /// `record` for typed fields (a request's trail), written as they are,
+    /// not copied.
+    pub fn record_fields<F: LineFields + ?Sized>(&self, event: &str, fields: &F) -> Queued<'_> {
         let timestamp = now_rfc3339();
         // ASCII digits and separators only, so never the fallback.
         let timestamp = std::str::from_utf8(&timestamp).unwrap_or("1970-01-01T00:00:00.000Z");
@@ -189,44 +189,40 @@ impl Drop for AuditLog {
     }
 }
 
-/// One line: the log's own two keys, then the record's fields.
-#[derive(Serialize)]
-struct Line<'a, T: ?Sized> {
-    timestamp: &'a str,
-    event_type: &'a str,
-    #[serde(flatten)]
-    fields: &'a T,
+/// A record's fields: the members of its line after the log's own two keys
+/// (which the fields must not repeat: a line with duplicate keys means
+/// different things to different readers).
+pub trait LineFields {
+    fn write_members(&self, members: &mut Members<'_>);
 }
 
-/// A map of fields without the log's own two keys: a line with duplicate
-/// keys means different things to different readers.
+/// A map of fields without the log's own two keys.
 struct WithoutLogKeys<'a>(&'a Map<String, Value>);
 
-impl Serialize for WithoutLogKeys<'_> {
-    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
-        out.collect_map(
-            self.0
-                .iter()
-                .filter(|(key, _)| *key != "timestamp" && *key != "event_type"),
-        )
+impl LineFields for WithoutLogKeys<'_> {
+    fn write_members(&self, members: &mut Members<'_>) {
+        for (key, value) in self.0 {
+            if key != "timestamp" && key != "event_type" {
+                members.value(key, value);
+            }
+        }
     }
 }
 
-/// One JSON object on one line, appended to `out`.
-fn format_line<T: Serialize + ?Sized>(out: &mut Vec<u8>, event: &str, timestamp: &str, fields: &T) {
-    let start = out.len();
-    let line = Line {
-        timestamp,
-        event_type: event,
-        fields,
-    };
-    if let Err(err) = serde_json::to_writer(&mut *out, &line) {
-        // Fields that are not an object (a bug) still leave a whole line.
-        tracing::error!(error = %err, event, "audit record could not be formatted");
-        out.truncate(start);
-        out.extend_from_slice(b"{}");
-    }
-    out.push(b'\n');
+/// One JSON object on one line, appended to `out`: the log's own two keys,
+/// then the record's fields.
+fn format_line<F: LineFields + ?Sized>(
+    out: &mut Vec<u8>,
+    event: &str,
+    timestamp: &str,
+    fields: &F,
+) {
+    out.extend_from_slice(b"{\"timestamp\":");
+    json_line::string(out, timestamp);
+    out.extend_from_slice(b",\"event_type\":");
+    json_line::string(out, event);
+    fields.write_members(&mut Members::after_others(out));
+    out.extend_from_slice(b"}\n");
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the length of every timestamp in the log.
@@ -332,6 +328,39 @@ mod tests {
             1
         );
         assert!(lines[1]["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn lines_are_one_object_with_the_log_keys_first() {
+        let hostile = "/a\"b\\c\nd\u{7}é";
+        let mut fields = Map::new();
+        fields.insert("path".into(), hostile.into());
+        fields.insert("nested".into(), serde_json::json!({"k": [1, 2]}));
+        fields.insert("timestamp".into(), "forged".into());
+        let mut out = Vec::new();
+        format_line(
+            &mut out,
+            "action.decided",
+            "2026-11-23T09:05:07.042Z",
+            &WithoutLogKeys(&fields),
+        );
+        // An object with no fields still makes one whole line.
+        format_line(&mut out, "e\"vent", "t", &WithoutLogKeys(&Map::new()));
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with(
+            r#"{"timestamp":"2026-11-23T09:05:07.042Z","event_type":"action.decided","#
+        ));
+        let first: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["path"], hostile);
+        assert_eq!(first["nested"]["k"][1], 2);
+        assert_eq!(first["timestamp"], "2026-11-23T09:05:07.042Z");
+        assert_eq!(first.as_object().unwrap().len(), 4);
+        assert_eq!(lines[0].matches("timestamp").count(), 1);
+        let second: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["event_type"], "e\"vent");
+        assert_eq!(second.as_object().unwrap().len(), 2);
     }
 
     /// Counts the writes that reach it and keeps what they carried.

@@ -6,34 +6,35 @@ use http::header::{
 };
 
 /// RFC 9110 §7.6.1 hop-by-hop fields, plus the proxy-era ones clients still
-/// send. Names, not strings: this runs twice per request, and a string would
-/// be parsed into a name on every removal.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-];
+/// send.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == PROXY_AUTHENTICATE
+        || name == PROXY_AUTHORIZATION
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
 
 /// Removes hop-by-hop fields, including any the `Connection` header names.
+/// Runs twice per request: one pass over the names finds what to remove,
+/// and the usual request, which has none, is left as it is (a removal per
+/// listed name was a hash lookup each, every time).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry no Connection header: nothing to collect.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .chain(headers.keys().filter(|name| is_hop_by_hop(name)).cloned())
         .collect();
     for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -73,9 +74,20 @@ mod tests {
         h.insert("proxy-authorization", "Basic x".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+
+        // Without any hop-by-hop field, a field the Connection header
+        // would have named stays.
+        let mut h = HeaderMap::new();
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

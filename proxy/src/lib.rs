@@ -14,6 +14,7 @@ pub mod errors;
 pub mod gateway;
 pub mod headers;
 pub mod identity;
+pub mod json_line;
 pub mod keyguard;
 pub mod limits;
 pub mod metrics;

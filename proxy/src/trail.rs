@@ -1,62 +1,65 @@
 //! What the decision log records about one request as it moves through the
-//! pipeline. Typed fields, serialized straight into the log's line: no map
-//! of JSON values built and torn down per request.
+//! pipeline. Typed fields, written straight into the log's line: no map of
+//! JSON values built and torn down per request, and no serde serializer
+//! (see `json_line`). Under test, serde's derive of the same struct is the
+//! reference the line is compared with, byte for byte.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::Method;
-use serde::{Serialize, Serializer};
 
+use crate::audit::LineFields;
+use crate::json_line::Members;
 use crate::revocation::Subject;
 use crate::signing::Signed;
 
 /// One request's audit fields. A field appears in a line once it is known,
 /// so a refused request's line shows how far the request got.
-#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Trail<'p> {
     pub agent_id: &'p str,
     /// The certificate the request left (or would have left) with.
-    #[serde(rename = "agent_cert_serial", serialize_with = "serial")]
+    #[cfg_attr(test, serde(rename = "agent_cert_serial", serialize_with = "serial"))]
     pub subject: Arc<Subject>,
-    #[serde(serialize_with = "method")]
+    #[cfg_attr(test, serde(serialize_with = "method"))]
     pub method: Method,
     /// The path only: a query string or user information may hold secrets.
     pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub action: Option<&'p str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub revocation: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub revocation_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub signed: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub signature: Option<Signed>,
     /// "allow" or "would_deny" once decided, "deny" when refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub decision: Option<&'static str>,
     /// Report mode: the checks that would have refused the request.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Vec::is_empty"))]
     pub would_deny: Vec<WouldDeny>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub upstream_addr: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub duration_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub status: Option<u16>,
     /// Why the request was refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub code: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct WouldDeny {
     pub code: &'static str,
     pub reason: String,
@@ -87,10 +90,146 @@ impl<'p> Trail<'p> {
     }
 }
 
-fn serial<S: Serializer>(subject: &Arc<Subject>, out: S) -> Result<S::Ok, S::Error> {
+impl LineFields for Trail<'_> {
+    /// The struct's fields in their order, absent ones left out: what the
+    /// derive writes (see the test).
+    fn write_members(&self, m: &mut Members<'_>) {
+        m.str("agent_id", self.agent_id);
+        m.str("agent_cert_serial", &self.subject.summary.serial_hex);
+        m.str("method", self.method.as_str());
+        m.str("path", &self.path);
+        if let Some(host) = &self.host {
+            m.str("host", host);
+        }
+        if let Some(port) = self.port {
+            m.u64("port", port.into());
+        }
+        if let Some(action) = self.action {
+            m.str("action", action);
+        }
+        if let Some(revocation) = self.revocation {
+            m.str("revocation", revocation);
+        }
+        if let Some(error) = &self.revocation_error {
+            m.str("revocation_error", error);
+        }
+        if let Some(signed) = self.signed {
+            m.bool("signed", signed);
+        }
+        if let Some(signature) = &self.signature {
+            m.object("signature", |m| {
+                m.str("keyid", &signature.keyid);
+                m.str("nonce", &signature.nonce);
+                m.u64("created", signature.created);
+                if let Some(batch) = signature.batch {
+                    m.object("batch", |m| {
+                        m.u64("index", batch.index);
+                        m.u64("size", batch.size);
+                    });
+                }
+            });
+        }
+        if let Some(decision) = self.decision {
+            m.str("decision", decision);
+        }
+        if !self.would_deny.is_empty() {
+            m.objects("would_deny", &self.would_deny, |w, m| {
+                m.str("code", w.code);
+                m.str("reason", &w.reason);
+            });
+        }
+        if let Some(addr) = &self.upstream_addr {
+            m.display("upstream_addr", addr);
+        }
+        if let Some(ms) = self.duration_ms {
+            m.u64("duration_ms", ms);
+        }
+        if let Some(status) = self.status {
+            m.u64("status", status.into());
+        }
+        if let Some(code) = self.code {
+            m.str("code", code);
+        }
+        if let Some(reason) = &self.reason {
+            m.str("reason", reason);
+        }
+    }
+}
+
+#[cfg(test)]
+fn serial<S: serde::Serializer>(subject: &Arc<Subject>, out: S) -> Result<S::Ok, S::Error> {
     out.serialize_str(&subject.summary.serial_hex)
 }
 
-fn method<S: Serializer>(method: &Method, out: S) -> Result<S::Ok, S::Error> {
+#[cfg(test)]
+fn method<S: serde::Serializer>(method: &Method, out: S) -> Result<S::Ok, S::Error> {
     out.serialize_str(method.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::BatchPlace;
+
+    /// The members as the log writes them, in an object of their own.
+    fn ours(trail: &Trail<'_>) -> String {
+        let mut out = b"{\"x\":0".to_vec();
+        trail.write_members(&mut Members::after_others(&mut out));
+        out.push(b'}');
+        String::from_utf8(out).unwrap()
+    }
+
+    fn serde(trail: &Trail<'_>) -> String {
+        let json = serde_json::to_string(trail).unwrap();
+        format!("{{\"x\":0,{}", &json[1..])
+    }
+
+    #[test]
+    fn lines_are_byte_for_byte_what_serde_writes() {
+        let subject = crate::signing::tests::subject();
+        let hostile = "/v1/\"q\\\n\u{1}é 漢";
+        let minimal = Trail::new("bot", subject.clone(), Method::GET, "/");
+        assert_eq!(ours(&minimal), serde(&minimal));
+
+        let mut full = Trail::new("bot \"x\"", subject, Method::POST, hostile);
+        full.host = Some("api.exchange.com".into());
+        full.port = Some(8443);
+        full.action = Some("submit_trade");
+        full.revocation = Some("good");
+        full.revocation_error = Some("responder said \"try later\"\n".into());
+        full.signed = Some(true);
+        full.signature = Some(Signed {
+            keyid: "0a1b2c".into(),
+            nonce: "UGKQEk87Mi7K3qOxjVn5Aw".into(),
+            created: 1_795_455_385,
+            batch: Some(BatchPlace { index: 3, size: 20 }),
+        });
+        full.decision = Some("would_deny");
+        full.would_deny = vec![
+            WouldDeny {
+                code: "rate_limited",
+                reason: "5/s \"burst\"".into(),
+            },
+            WouldDeny {
+                code: "host_denied",
+                reason: String::new(),
+            },
+        ];
+        full.upstream_addr = Some("[::1]:8443".parse().unwrap());
+        full.duration_ms = Some(u64::MAX);
+        full.status = Some(403);
+        full.code = Some("policy_denied");
+        full.reason = Some(hostile.into());
+        assert_eq!(ours(&full), serde(&full));
+
+        full.signature = Some(Signed {
+            keyid: "k".into(),
+            nonce: "n".into(),
+            created: 0,
+            batch: None,
+        });
+        full.upstream_addr = Some("127.0.0.1:443".parse().unwrap());
+        assert_eq!(ours(&full), serde(&full));
+        serde_json::from_str::<serde_json::Value>(&ours(&full)).unwrap();
+    }
 }

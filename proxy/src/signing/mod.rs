@@ -186,4 +186,4 @@ fn refusal(err: HttpSigError) -> ProxyError {
 #[cfg(test)]
 mod batch_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -22,7 +22,7 @@ pub(super) fn p256() -> FileKey {
     FileKey::from_pem("test", pem.as_bytes()).unwrap()
 }
 
-pub(super) fn subject() -> Arc<Subject> {
+pub(crate) fn subject() -> Arc<Subject> {
     Arc::new(
         Subject::new(
             CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x07]),
