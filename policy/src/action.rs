@@ -6,7 +6,7 @@ use jsonc_parser::common::Ranged;
 
 use crate::body::{self, BodyConstraint};
 use crate::error::{Denial, DenyCode};
-use crate::host::HostPattern;
+use crate::host::{Forms, HostPattern};
 use crate::path;
 use crate::rate::RateLimit;
 use crate::spanned::{child, index, kind, Decoder};
@@ -52,7 +52,7 @@ impl ActionRule {
         !self.body.is_empty()
     }
 
-    pub(crate) fn matches(&self, method: &str, forms: &[(String, bool)], path: &str) -> bool {
+    pub(crate) fn matches(&self, method: &str, forms: &Forms<'_>, path: &str) -> bool {
         let method_ok = match &self.methods {
             None => true,
             Some(list) => list.iter().any(|m| m.eq_ignore_ascii_case(method)),

@@ -15,9 +15,9 @@ impl Policy {
     pub fn target(&self, raw_host: &str) -> Result<Target, Denial> {
         let t = host::normalize_host(raw_host)?;
         let forms = t.forms();
-        for (form, _) in &forms {
+        for (form, _) in forms.iter() {
             if let Some(p) = self.denied_hosts.iter().find(|p| p.is_match(form)) {
-                let via = if *form == t.host {
+                let via = if form == t.host {
                     String::new()
                 } else {
                     format!(" (embedded IPv4 {form})")
@@ -33,7 +33,7 @@ impl Policy {
         }
         let allowed = forms
             .iter()
-            .any(|(f, may_allow)| *may_allow && self.allowed_hosts.iter().any(|p| p.is_match(f)));
+            .any(|(f, may_allow)| may_allow && self.allowed_hosts.iter().any(|p| p.is_match(f)));
         if allowed {
             return Ok(t);
         }

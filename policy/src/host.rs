@@ -23,15 +23,16 @@ impl Target {
     /// match that spelling: an IPv4 address embedded in an IPv6 literal always counts for
     /// denial, but only counts for allowance where the connection really goes to that IPv4
     /// address (IPv4-mapped, NAT64 well-known prefix); 6to4 and Teredo only route via it.
-    pub(crate) fn forms(&self) -> Vec<(String, bool)> {
-        let mut out = vec![(self.host.clone(), true)];
+    pub(crate) fn forms(&self) -> Forms<'_> {
+        let mut embedded: Vec<(String, bool)> = Vec::new();
         if let Some(IpAddr::V6(v6)) = self.ip {
+            // The host itself is IPv6 text here, never one of these.
             for e in cidr::embedded_ipv4(&v6) {
                 let text = e.v4.to_string();
-                if !out.iter().any(|(t, _)| *t == text) {
-                    out.push((text, e.same_destination));
+                if !embedded.iter().any(|(t, _)| *t == text) {
+                    embedded.push((text, e.same_destination));
                 } else if e.same_destination {
-                    for (t, allow) in &mut out {
+                    for (t, allow) in &mut embedded {
                         if *t == text {
                             *allow = true;
                         }
@@ -39,7 +40,28 @@ impl Target {
                 }
             }
         }
-        out
+        Forms {
+            host: &self.host,
+            embedded,
+        }
+    }
+}
+
+/// A target's spellings (see [`Target::forms`]). A name or an IPv4 address
+/// has only its own, which is borrowed: nothing is allocated per request.
+pub(crate) struct Forms<'a> {
+    host: &'a str,
+    embedded: Vec<(String, bool)>,
+}
+
+impl Forms<'_> {
+    /// Each spelling, the host first, with whether an allow rule may match it.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, bool)> {
+        std::iter::once((self.host, true)).chain(
+            self.embedded
+                .iter()
+                .map(|(text, allow)| (text.as_str(), *allow)),
+        )
     }
 }
 
@@ -412,9 +434,9 @@ mod tests {
     #[test]
     fn embedded_ipv4_forms_count_for_denial_and_only_exact_ones_for_allowance() {
         let t = normalise("[::ffff:a9fe:a9fe]").unwrap_or_else(|e| panic!("{e}"));
-        assert!(t.forms().contains(&("169.254.169.254".to_string(), true)));
+        assert!(t.forms().iter().any(|f| f == ("169.254.169.254", true)));
         let t = normalise("[2002:a9fe:a9fe::1]").unwrap_or_else(|e| panic!("{e}"));
-        assert!(t.forms().contains(&("169.254.169.254".to_string(), false)));
+        assert!(t.forms().iter().any(|f| f == ("169.254.169.254", false)));
     }
 
     #[test]

@@ -25,7 +25,8 @@ fn normalise(raw: &str, pattern: bool) -> Result<String, String> {
         return Err(format!("path {raw:?} does not start with '/'"));
     }
     let decoded = decode(raw)?;
-    let mut segments = Vec::new();
+    // "/" and the non-empty segments joined by "/", built in one string.
+    let mut normal = String::with_capacity(decoded.len() + 1);
     for seg in decoded.split('/') {
         let base = if pattern {
             seg
@@ -36,10 +37,14 @@ fn normalise(raw: &str, pattern: bool) -> Result<String, String> {
             return Err(format!("path {raw:?} contains a dot segment"));
         }
         if !base.is_empty() {
-            segments.push(base);
+            normal.push('/');
+            normal.push_str(base);
         }
     }
-    Ok(format!("/{}", segments.join("/")))
+    if normal.is_empty() {
+        normal.push('/');
+    }
+    Ok(normal)
 }
 
 fn decode(raw: &str) -> Result<String, String> {
