@@ -203,7 +203,7 @@ impl LineFields for WithoutLogKeys<'_> {
     fn write_members(&self, members: &mut Members<'_>) {
         for (key, value) in self.0 {
             if key != "timestamp" && key != "event_type" {
-                members.value(key, value);
+                members.entry(key, value);
             }
         }
     }
