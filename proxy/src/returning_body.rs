@@ -27,7 +27,9 @@ pub trait Ticket: Send + Unpin + 'static {
 pub struct ReturningBody<T: Ticket> {
     inner: Incoming,
     ticket: Option<T>,
-    idle: Pin<Box<Sleep>>,
+    /// Armed the first time the body has nothing to give: a response that
+    /// is read in one go (the usual small one) never sets a timer.
+    idle: Option<Pin<Box<Sleep>>>,
     stall: Duration,
     /// Names the peer in the stall error ("upstream", "backend").
     peer: &'static str,
@@ -46,7 +48,7 @@ impl<T: Ticket> ReturningBody<T> {
         ReturningBody {
             inner,
             ticket: Some(ticket),
-            idle: Box::pin(tokio::time::sleep(stall)),
+            idle: None,
             stall,
             peer,
             _guard: guard,
@@ -78,8 +80,10 @@ impl<T: Ticket> Body for ReturningBody<T> {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                let deadline = tokio::time::Instant::now() + this.stall;
-                this.idle.as_mut().reset(deadline);
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + this.stall);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -87,7 +91,11 @@ impl<T: Ticket> Body for ReturningBody<T> {
                 Poll::Ready(Some(Err(Box::new(err))))
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                let stall = this.stall;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if idle.as_mut().poll(cx).is_ready() {
                     this.ticket = None;
                     return Poll::Ready(Some(Err(Box::new(BodyStalled {
                         peer: this.peer,
@@ -117,5 +125,83 @@ impl<T: Ticket> Drop for ReturningBody<T> {
                 ticket.give_back();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Ticket for Counted {
+        fn give_back(self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A response from a peer that wrote `head_and_body` and then went
+    /// quiet (its end stays open), through hyper's client on a pipe.
+    async fn response_from(head_and_body: &'static [u8]) -> hyper::Response<Incoming> {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        tokio::spawn(async move {
+            server.write_all(head_and_body).await.unwrap();
+            // Held open, silent, until the test ends.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(server);
+        });
+        let request = http::Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+        sender.send_request(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_cut_off_and_its_connection_not_returned() {
+        let response = response_from(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
+        let returned = Arc::new(AtomicUsize::new(0));
+        let stall = Duration::from_millis(300);
+        let body = ReturningBody::new(
+            response.into_body(),
+            Counted(returned.clone()),
+            stall,
+            "upstream",
+            None,
+        );
+        let started = Instant::now();
+        let err = body.collect().await.expect_err("a stalled body fails");
+        assert!(err.is::<BodyStalled>(), "{err}");
+        assert!(
+            started.elapsed() >= stall,
+            "cut off after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(returned.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_returns_its_connection_once() {
+        let response = response_from(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").await;
+        let returned = Arc::new(AtomicUsize::new(0));
+        let body = ReturningBody::new(
+            response.into_body(),
+            Counted(returned.clone()),
+            Duration::from_millis(300),
+            "upstream",
+            None,
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"abc");
+        assert_eq!(returned.load(Ordering::SeqCst), 1);
     }
 }

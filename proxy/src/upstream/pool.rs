@@ -116,7 +116,15 @@ impl Pool {
             idle.last_sweep = now;
         }
         let list = idle.by_key.entry(key).or_default();
-        list.retain(alive);
+        // The list is oldest first, so the connections past the idle timeout
+        // are at its front. Ones the peer closed meanwhile are skipped by
+        // checkout and dropped by the sweep: looking at every idle
+        // connection on every checkin cost more than the rest of the pool.
+        let expired = list
+            .iter()
+            .take_while(|e| now.duration_since(e.since) >= self.idle_timeout)
+            .count();
+        list.drain(..expired);
         if list.len() >= self.max_idle_per_key {
             // Drop the oldest: it is the likeliest to be closed by the peer.
             list.remove(0);
@@ -253,8 +261,9 @@ pub struct Ticket {
 }
 
 impl crate::returning_body::Ticket for Ticket {
-    /// The connection is reusable once hyper has finished the exchange; wait
-    /// for that off the response path, then park it.
+    /// The connection is reusable once hyper has finished the exchange,
+    /// which it usually has by the time the body's end has been read: it is
+    /// parked at once. Otherwise that is waited for off the response path.
     fn give_back(self) {
         let Ticket {
             pool,
@@ -262,6 +271,10 @@ impl crate::returning_body::Ticket for Ticket {
             mut sender,
             generation,
         } = self;
+        if sender.is_ready() {
+            pool.checkin(key, sender, generation);
+            return;
+        }
         tokio::spawn(async move {
             let ready = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
             if matches!(ready, Ok(Ok(()))) {
