@@ -215,15 +215,16 @@ impl Upstream {
         request: Request<Full<Bytes>>,
         addr: Option<SocketAddr>,
     ) -> Result<Sent, UpstreamError> {
-        let peer = addr.map_or_else(|| "upstream".to_string(), |a| a.to_string());
+        // Named only in errors: no string on the way of a good exchange.
+        let peer = || addr.map_or_else(|| "upstream".to_string(), |a| a.to_string());
         match tokio::time::timeout(self.response_timeout, sender.try_send_request(request)).await {
-            Err(_) => Err(UpstreamError::timeout("waiting for the response", peer)),
+            Err(_) => Err(UpstreamError::timeout("waiting for the response", peer())),
             Ok(Ok(response)) => Ok(Sent::Done(response, sender)),
             Ok(Err(mut err)) => match err.take_message() {
                 Some(request) => Ok(Sent::NotSent(request)),
                 None => Err(UpstreamError::new(
                     "upstream_protocol_error",
-                    format!("exchange with {peer} failed: {}", err.error()),
+                    format!("exchange with {} failed: {}", peer(), err.error()),
                 )),
             },
         }
