@@ -121,6 +121,7 @@ mod tests {
         assert_eq!(n("/V1/Trades/"), "/V1/Trades");
         assert_eq!(n("/"), "/");
         assert_eq!(n("//"), "/");
+        assert_eq!(n("//;x/"), "/");
         assert_eq!(n("/?x"), "/");
         assert_eq!(n("/a%20b"), "/a%20b");
         assert_eq!(n("/a%2ab"), "/a%2Ab");

@@ -27,9 +27,12 @@ pub trait Ticket: Send + Unpin + 'static {
 pub struct ReturningBody<T: Ticket> {
     inner: Incoming,
     ticket: Option<T>,
-    /// Armed the first time the body has nothing to give: a response that
-    /// is read in one go (the usual small one) never sets a timer.
+    /// Armed the first time the body has nothing to give, for `stall`
+    /// after the last progress: a response that is read in one go (the
+    /// usual small one) never sets a timer.
     idle: Option<Pin<Box<Sleep>>>,
+    /// The head's arrival, then each frame's: what `stall` counts from.
+    progress: tokio::time::Instant,
     stall: Duration,
     /// Names the peer in the stall error ("upstream", "backend").
     peer: &'static str,
@@ -49,6 +52,7 @@ impl<T: Ticket> ReturningBody<T> {
             inner,
             ticket: Some(ticket),
             idle: None,
+            progress: tokio::time::Instant::now(),
             stall,
             peer,
             _guard: guard,
@@ -80,9 +84,9 @@ impl<T: Ticket> Body for ReturningBody<T> {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                this.progress = tokio::time::Instant::now();
                 if let Some(idle) = this.idle.as_mut() {
-                    idle.as_mut()
-                        .reset(tokio::time::Instant::now() + this.stall);
+                    idle.as_mut().reset(this.progress + this.stall);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -91,10 +95,10 @@ impl<T: Ticket> Body for ReturningBody<T> {
                 Poll::Ready(Some(Err(Box::new(err))))
             }
             Poll::Pending => {
-                let stall = this.stall;
+                let deadline = this.progress + this.stall;
                 let idle = this
                     .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if idle.as_mut().poll(cx).is_ready() {
                     this.ticket = None;
                     return Poll::Ready(Some(Err(Box::new(BodyStalled {
@@ -148,16 +152,25 @@ mod tests {
         }
     }
 
-    /// A response from a peer that wrote `head_and_body` and then went
-    /// quiet (its end stays open), through hyper's client on a pipe.
-    async fn response_from(head_and_body: &'static [u8]) -> hyper::Response<Incoming> {
+    /// A response from a peer that writes `parts` with `gap` between them
+    /// and then goes quiet (its end stays open), through hyper's client on a
+    /// pipe.
+    async fn response_in_parts(
+        parts: &'static [&'static [u8]],
+        gap: Duration,
+    ) -> hyper::Response<Incoming> {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
             .await
             .unwrap();
         tokio::spawn(conn);
         tokio::spawn(async move {
-            server.write_all(head_and_body).await.unwrap();
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                server.write_all(part).await.unwrap();
+            }
             // Held open, silent, until the test ends.
             tokio::time::sleep(Duration::from_secs(60)).await;
             drop(server);
@@ -166,11 +179,11 @@ mod tests {
         sender.send_request(request).await.unwrap()
     }
 
-    #[tokio::test]
-    async fn a_body_that_stalls_is_cut_off_and_its_connection_not_returned() {
-        let response = response_from(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
+    fn returning(
+        response: hyper::Response<Incoming>,
+        stall: Duration,
+    ) -> (ReturningBody<Counted>, Arc<AtomicUsize>) {
         let returned = Arc::new(AtomicUsize::new(0));
-        let stall = Duration::from_millis(300);
         let body = ReturningBody::new(
             response.into_body(),
             Counted(returned.clone()),
@@ -178,7 +191,63 @@ mod tests {
             "upstream",
             None,
         );
+        (body, returned)
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_body_is_not_cut_off() {
+        // Four frames, half a stall apart: longer than a stall in all, never
+        // a stall without progress.
+        let stall = Duration::from_millis(300);
+        let response = response_in_parts(
+            &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nab",
+                b"cd",
+                b"ef",
+                b"gh",
+            ],
+            stall / 2,
+        )
+        .await;
+        let (body, returned) = returning(response, stall);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"abcdefgh");
+        assert_eq!(returned.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_stall_counts_from_the_head_not_from_the_first_read() {
+        // The head came and no byte of the body: read late, the body is
+        // already past its stall and fails at once.
+        let stall = Duration::from_secs(1);
+        let response = response_in_parts(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"],
+            Duration::ZERO,
+        )
+        .await;
+        let (body, returned) = returning(response, stall);
+        tokio::time::sleep(stall + stall / 2).await;
+        let read = Instant::now();
+        let err = body.collect().await.expect_err("a stalled body fails");
+        assert!(err.is::<BodyStalled>(), "{err}");
+        assert!(
+            read.elapsed() < stall * 7 / 10,
+            "waited {:?} more after the stall had passed",
+            read.elapsed()
+        );
+        assert_eq!(returned.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_cut_off_and_its_connection_not_returned() {
+        let stall = Duration::from_millis(300);
+        let response = response_in_parts(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+            Duration::ZERO,
+        )
+        .await;
         let started = Instant::now();
+        let (body, returned) = returning(response, stall);
         let err = body.collect().await.expect_err("a stalled body fails");
         assert!(err.is::<BodyStalled>(), "{err}");
         assert!(
@@ -191,15 +260,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_read_to_its_end_returns_its_connection_once() {
-        let response = response_from(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").await;
-        let returned = Arc::new(AtomicUsize::new(0));
-        let body = ReturningBody::new(
-            response.into_body(),
-            Counted(returned.clone()),
-            Duration::from_millis(300),
-            "upstream",
-            None,
-        );
+        let response = response_in_parts(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"],
+            Duration::ZERO,
+        )
+        .await;
+        let (body, returned) = returning(response, Duration::from_millis(300));
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"abc");
         assert_eq!(returned.load(Ordering::SeqCst), 1);

@@ -12,7 +12,7 @@ use http::Method;
 use crate::audit::LineFields;
 use crate::json_line::Members;
 use crate::revocation::Subject;
-use crate::signing::Signed;
+use crate::signing::{BatchPlace, Signed};
 
 /// One request's audit fields. A field appears in a line once it is known,
 /// so a refused request's line shows how far the request got.
@@ -92,65 +92,92 @@ impl<'p> Trail<'p> {
 
 impl LineFields for Trail<'_> {
     /// The struct's fields in their order, absent ones left out: what the
-    /// derive writes (see the test).
+    /// derive writes (see the test). Every struct is taken apart whole, so
+    /// a field added to it does not compile until it is written here too.
     fn write_members(&self, m: &mut Members<'_>) {
-        m.str("agent_id", self.agent_id);
-        m.str("agent_cert_serial", &self.subject.summary.serial_hex);
-        m.str("method", self.method.as_str());
-        m.str("path", &self.path);
-        if let Some(host) = &self.host {
+        let Trail {
+            agent_id,
+            subject,
+            method,
+            path,
+            host,
+            port,
+            action,
+            revocation,
+            revocation_error,
+            signed,
+            signature,
+            decision,
+            would_deny,
+            upstream_addr,
+            duration_ms,
+            status,
+            code,
+            reason,
+        } = self;
+        m.str("agent_id", agent_id);
+        m.str("agent_cert_serial", &subject.summary.serial_hex);
+        m.str("method", method.as_str());
+        m.str("path", path);
+        if let Some(host) = host {
             m.str("host", host);
         }
-        if let Some(port) = self.port {
-            m.u64("port", port.into());
+        if let Some(port) = port {
+            m.u64("port", (*port).into());
         }
-        if let Some(action) = self.action {
+        if let Some(action) = action {
             m.str("action", action);
         }
-        if let Some(revocation) = self.revocation {
+        if let Some(revocation) = revocation {
             m.str("revocation", revocation);
         }
-        if let Some(error) = &self.revocation_error {
+        if let Some(error) = revocation_error {
             m.str("revocation_error", error);
         }
-        if let Some(signed) = self.signed {
-            m.bool("signed", signed);
+        if let Some(signed) = signed {
+            m.bool("signed", *signed);
         }
-        if let Some(signature) = &self.signature {
+        if let Some(Signed {
+            keyid,
+            nonce,
+            created,
+            batch,
+        }) = signature
+        {
             m.object("signature", |m| {
-                m.str("keyid", &signature.keyid);
-                m.str("nonce", &signature.nonce);
-                m.u64("created", signature.created);
-                if let Some(batch) = signature.batch {
+                m.str("keyid", keyid);
+                m.str("nonce", nonce);
+                m.u64("created", *created);
+                if let Some(BatchPlace { index, size }) = batch {
                     m.object("batch", |m| {
-                        m.u64("index", batch.index);
-                        m.u64("size", batch.size);
+                        m.u64("index", *index);
+                        m.u64("size", *size);
                     });
                 }
             });
         }
-        if let Some(decision) = self.decision {
+        if let Some(decision) = decision {
             m.str("decision", decision);
         }
-        if !self.would_deny.is_empty() {
-            m.objects("would_deny", &self.would_deny, |w, m| {
-                m.str("code", w.code);
-                m.str("reason", &w.reason);
+        if !would_deny.is_empty() {
+            m.objects("would_deny", would_deny, |WouldDeny { code, reason }, m| {
+                m.str("code", code);
+                m.str("reason", reason);
             });
         }
-        if let Some(addr) = &self.upstream_addr {
+        if let Some(addr) = upstream_addr {
             m.display("upstream_addr", addr);
         }
-        if let Some(ms) = self.duration_ms {
-            m.u64("duration_ms", ms);
+        if let Some(ms) = duration_ms {
+            m.u64("duration_ms", *ms);
         }
-        if let Some(status) = self.status {
-            m.u64("status", status.into());
+        if let Some(status) = status {
+            m.u64("status", (*status).into());
         }
-        if let Some(code) = self.code {
+        if let Some(code) = code {
             m.str("code", code);
         }
-        if let Some(reason) = &self.reason {
+        if let Some(reason) = reason {
             m.str("reason", reason);
         }
     }
@@ -169,7 +196,6 @@ fn method<S: serde::Serializer>(method: &Method, out: S) -> Result<S::Ok, S::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::BatchPlace;
 
     /// The members as the log writes them, in an object of their own.
     fn ours(trail: &Trail<'_>) -> String {

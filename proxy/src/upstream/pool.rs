@@ -126,8 +126,11 @@ impl Pool {
             .count();
         list.drain(..expired);
         if list.len() >= self.max_idle_per_key {
-            // Drop the oldest: it is the likeliest to be closed by the peer.
-            list.remove(0);
+            // Make room: a connection the peer has closed goes first (the
+            // checkin no longer sweeps them out), else the oldest, the
+            // likeliest to be closed next.
+            let gone = list.iter().position(|e| e.sender.is_closed()).unwrap_or(0);
+            list.remove(gone);
         }
         list.push(Idle {
             sender,
@@ -287,3 +290,130 @@ impl crate::returning_body::Ticket for Ticket {
 
 /// An upstream response body: returns its connection when read to the end.
 pub type PooledBody = ReturningBody<Ticket>;
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    fn key() -> PoolKey {
+        PoolKey {
+            host: "api.exchange.com".into(),
+            port: 443,
+        }
+    }
+
+    /// A client connection over a pipe; the other end is the peer.
+    async fn connection() -> (RequestSender, DuplexStream) {
+        let (client, peer) = tokio::io::duplex(64 * 1024);
+        let (sender, conn) = http1::handshake(TokioIo::new(client)).await.unwrap();
+        tokio::spawn(conn);
+        (sender, peer)
+    }
+
+    /// One exchange over a new connection whose peer answers `answer`;
+    /// its body read to the end through the pool's ticket, unless the pool
+    /// is retired after the head (`retire_after_head`).
+    async fn exchange(pool: &Pool, answer: &'static [u8], retire_after_head: bool) {
+        let (mut sender, mut peer) = connection().await;
+        tokio::spawn(async move {
+            // The request first: an answer before it is no answer.
+            let mut request = [0u8; 1024];
+            let _ = peer.read(&mut request).await.unwrap();
+            peer.write_all(answer).await.unwrap();
+            // Held open, silent, until the test ends.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let generation = pool.generation();
+        let request = Request::post("/v1/trades")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        if retire_after_head {
+            pool.retire_all();
+        }
+        let ticket = Ticket {
+            pool: pool.clone(),
+            key: key(),
+            sender,
+            generation,
+        };
+        let body = ReturningBody::new(
+            response.into_body(),
+            ticket,
+            Duration::from_secs(5),
+            "upstream",
+            None,
+        );
+        body.collect().await.unwrap();
+        // Whichever way the connection came back (at once or after hyper
+        // finished with it), it is back by now.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+
+    #[tokio::test]
+    async fn a_finished_exchange_parks_its_connection() {
+        let pool = Pool::new(4, Duration::from_secs(90));
+        exchange(&pool, OK, false).await;
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closes_is_not_parked() {
+        let pool = Pool::new(4, Duration::from_secs(90));
+        let closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc";
+        exchange(&pool, closing, false).await;
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_from_before_a_retirement_is_not_parked() {
+        let pool = Pool::new(4, Duration::from_secs(90));
+        exchange(&pool, OK, true).await;
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_makes_room_by_dropping_a_closed_connection_first() {
+        let pool = Pool::new(2, Duration::from_secs(90));
+        let generation = pool.generation();
+        let (oldest, _oldest_peer) = connection().await;
+        let (closing, closing_peer) = connection().await;
+        pool.checkin(key(), oldest, generation);
+        pool.checkin(key(), closing, generation);
+        // The second one's peer hangs up while it is parked.
+        drop(closing_peer);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (newest, _newest_peer) = connection().await;
+        // Ready once its connection task has run, as a parked one is.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.checkin(key(), newest, generation);
+        assert_eq!(pool.idle_count(), 2);
+        // Both that are left are live: the newest, then the oldest.
+        assert!(pool.checkout(&key()).is_some());
+        assert!(pool.checkout(&key()).is_some());
+        assert!(pool.checkout(&key()).is_none());
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_not_handed_out() {
+        let pool = Pool::new(4, Duration::from_millis(100));
+        let generation = pool.generation();
+        let (stale, _stale_peer) = connection().await;
+        pool.checkin(key(), stale, generation);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(pool.checkout(&key()).is_none());
+        let (fresh, _fresh_peer) = connection().await;
+        pool.checkin(key(), fresh, generation);
+        assert_eq!(
+            pool.idle_count(),
+            1,
+            "the expired one was dropped at checkin"
+        );
+    }
+}

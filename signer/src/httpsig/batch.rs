@@ -275,6 +275,26 @@ impl BatchProof {
 mod tests {
     use super::*;
 
+    #[test]
+    fn proof_header_values_are_written_as_the_wire_format_says() {
+        let alone = BatchProof {
+            index: 0,
+            size: 1,
+            path: Vec::new(),
+        };
+        assert_eq!(alone.header_value("kakunin"), "kakunin=();index=0;size=1");
+        let two = BatchProof {
+            index: 5,
+            size: 8,
+            path: vec![vec![0; 32], vec![1; 32]],
+        };
+        assert_eq!(
+            two.header_value("kakunin"),
+            "kakunin=(:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=: \
+             :AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=:);index=5;size=8"
+        );
+    }
+
     /// RFC 6962's test leaves, as in certificate-transparency's tests.
     const LEAVES: [&str; 8] = [
         "",

@@ -157,7 +157,8 @@ impl Message<'_> {
     }
 
     /// Appends the component's value to `out`: the signature base is built
-    /// in one buffer, with no string per component.
+    /// in one buffer, with no string per component. On an error `out` may
+    /// hold part of the value; callers drop it.
     pub fn write_value(&self, component: &Component, out: &mut String) -> Result<(), HttpSigError> {
         let missing = || HttpSigError::ComponentMissing(component.name().to_string());
         match (self, component) {
