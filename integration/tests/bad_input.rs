@@ -100,26 +100,15 @@ async fn bad_input_never_crashes_or_hangs_the_proxy() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // A client that stalls mid-headers is cut off by the header read timeout.
-    let started = Instant::now();
-    let stalled = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-            .write_all(b"GET http://api.exchange.com/ HTTP/1.1\r\nHost: api.ex")
-            .unwrap();
-        let mut buf = Vec::new();
-        let _ = stream.read_to_end(&mut buf);
-        buf
-    })
-    .await
-    .unwrap();
+    let (answered, waited) = send_then_stall(
+        addr,
+        b"GET http://api.exchange.com/ HTTP/1.1\r\nHost: api.ex",
+    )
+    .await;
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        waited < Duration::from_secs(15),
         "a stalled client held its connection open"
     );
-    let answered = String::from_utf8_lossy(&stalled);
     assert!(
         answered.is_empty() || status_of(&answered) == 408,
         "{answered}"
@@ -128,25 +117,11 @@ async fn bad_input_never_crashes_or_hangs_the_proxy() {
     // A client that sends its head and then stalls mid-body gets 408
     // body_timeout once the body read timeout (1 s here) runs out, and
     // nothing of it is forwarded.
-    let started = Instant::now();
-    let stalled_body = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-            .write_all(
-                b"POST http://api.exchange.com/v1/upload HTTP/1.1\r\nHost: api.exchange.com\r\nContent-Length: 100\r\n\r\n0123456789",
-            )
-            .unwrap();
-        let mut buf = Vec::new();
-        let _ = stream.read_to_end(&mut buf);
-        buf
-    })
-    .await
-    .unwrap();
-    let waited = started.elapsed();
-    let answered = String::from_utf8_lossy(&stalled_body);
+    let (answered, waited) = send_then_stall(
+        addr,
+        b"POST http://api.exchange.com/v1/upload HTTP/1.1\r\nHost: api.exchange.com\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
     assert_eq!(status_of(&answered), 408, "{answered}");
     assert!(answered.contains("body_timeout"), "{answered}");
     assert!(
@@ -158,4 +133,26 @@ async fn bad_input_never_crashes_or_hangs_the_proxy() {
     let good = curl(&proxy, &["http://api.exchange.com/v1/markets"]);
     assert_eq!(good.status, 200, "{}", good.body);
     assert!(proxy.is_running());
+}
+
+/// Sends `bytes` and then nothing more; what the proxy answered before it
+/// closed the connection (up to 20 s), and how long that took.
+async fn send_then_stall(addr: std::net::SocketAddr, bytes: &'static [u8]) -> (String, Duration) {
+    let started = Instant::now();
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut buf = Vec::new();
+        let _ = stream.read_to_end(&mut buf);
+        buf
+    })
+    .await
+    .unwrap();
+    (
+        String::from_utf8_lossy(&answered).into_owned(),
+        started.elapsed(),
+    )
 }

@@ -55,6 +55,20 @@ impl<'a> Members<'a> {
         string(self.out, value);
     }
 
+    /// `str` for a value that may be absent: an absent one is left out.
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+    }
+
+    /// `u64` for a value that may be absent: an absent one is left out.
+    pub fn opt_u64(&mut self, key: &'static str, value: Option<u64>) {
+        if let Some(value) = value {
+            self.u64(key, value);
+        }
+    }
+
     pub fn u64(&mut self, key: &'static str, value: u64) {
         self.key(key);
         self.out
@@ -176,6 +190,9 @@ mod tests {
         let mut out = b"{\"a\":1".to_vec();
         let mut m = Members::after_others(&mut out);
         m.str("s", "x\"y");
+        m.opt_str("absent", None);
+        m.opt_u64("absent", None);
+        m.opt_u64("some", Some(7));
         m.u64("n", u64::MAX);
         m.bool("b", false);
         m.display("addr", &std::net::SocketAddr::from(([127, 0, 0, 1], 443)));
@@ -192,7 +209,7 @@ mod tests {
         assert_eq!(
             parsed,
             serde_json::json!({
-                "a": 1, "s": "x\"y", "n": u64::MAX, "b": false, "addr": "127.0.0.1:443",
+                "a": 1, "s": "x\"y", "some": 7, "n": u64::MAX, "b": false, "addr": "127.0.0.1:443",
                 "o": {"i": 1, "empty": {}}, "list": [{"n": 1}, {"n": 2}], "none": [],
                 "v": {"k": [null]}, "data \"key\"": 1
             })

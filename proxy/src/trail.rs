@@ -119,21 +119,11 @@ impl LineFields for Trail<'_> {
         m.str("agent_cert_serial", &subject.summary.serial_hex);
         m.str("method", method.as_str());
         m.str("path", path);
-        if let Some(host) = host {
-            m.str("host", host);
-        }
-        if let Some(port) = port {
-            m.u64("port", (*port).into());
-        }
-        if let Some(action) = action {
-            m.str("action", action);
-        }
-        if let Some(revocation) = revocation {
-            m.str("revocation", revocation);
-        }
-        if let Some(error) = revocation_error {
-            m.str("revocation_error", error);
-        }
+        m.opt_str("host", host.as_deref());
+        m.opt_u64("port", port.map(u64::from));
+        m.opt_str("action", *action);
+        m.opt_str("revocation", *revocation);
+        m.opt_str("revocation_error", revocation_error.as_deref());
         if let Some(signed) = signed {
             m.bool("signed", *signed);
         }
@@ -156,9 +146,7 @@ impl LineFields for Trail<'_> {
                 }
             });
         }
-        if let Some(decision) = decision {
-            m.str("decision", decision);
-        }
+        m.opt_str("decision", *decision);
         if !would_deny.is_empty() {
             m.objects("would_deny", would_deny, |WouldDeny { code, reason }, m| {
                 m.str("code", code);
@@ -168,18 +156,10 @@ impl LineFields for Trail<'_> {
         if let Some(addr) = upstream_addr {
             m.display("upstream_addr", addr);
         }
-        if let Some(ms) = duration_ms {
-            m.u64("duration_ms", *ms);
-        }
-        if let Some(status) = status {
-            m.u64("status", (*status).into());
-        }
-        if let Some(code) = code {
-            m.str("code", code);
-        }
-        if let Some(reason) = reason {
-            m.str("reason", reason);
-        }
+        m.opt_u64("duration_ms", *duration_ms);
+        m.opt_u64("status", status.map(u64::from));
+        m.opt_str("code", *code);
+        m.opt_str("reason", reason.as_deref());
     }
 }
 

@@ -110,8 +110,7 @@ impl TargetUri {
     }
 
     pub fn request_target(&self) -> String {
-        let mut target =
-            String::with_capacity(self.path.len() + 1 + self.query.as_ref().map_or(0, String::len));
+        let mut target = String::new();
         self.write_request_target(&mut target);
         target
     }
@@ -125,12 +124,16 @@ impl TargetUri {
     }
 
     pub fn uri(&self) -> String {
-        format!(
-            "{}://{}{}",
-            self.scheme,
-            self.authority,
-            self.request_target()
-        )
+        let mut uri = String::new();
+        self.write_uri(&mut uri);
+        uri
+    }
+
+    fn write_uri(&self, out: &mut String) {
+        out.push_str(&self.scheme);
+        out.push_str("://");
+        out.push_str(&self.authority);
+        self.write_request_target(out);
     }
 }
 
@@ -175,12 +178,7 @@ impl Message<'_> {
             }
             (Message::Request { method, target, .. }, derived) => match derived {
                 Component::Method => out.push_str(method),
-                Component::TargetUri => {
-                    out.push_str(&target.scheme);
-                    out.push_str("://");
-                    out.push_str(&target.authority);
-                    target.write_request_target(out);
-                }
+                Component::TargetUri => target.write_uri(out),
                 Component::Authority => out.push_str(&target.authority),
                 Component::Scheme => out.push_str(&target.scheme),
                 Component::RequestTarget => target.write_request_target(out),
