@@ -2,6 +2,8 @@
 //! `@signature-params`. Both the signer and the verifier build it here, so
 //! the two cannot drift apart.
 
+use std::borrow::Cow;
+
 use super::component::{Component, Message};
 use super::error::HttpSigError;
 use super::params::SignatureInput;
@@ -10,10 +12,21 @@ pub fn signature_base(
     message: &Message<'_>,
     input: &SignatureInput,
 ) -> Result<String, HttpSigError> {
+    signature_base_of(message, &input.covered, &input.line)
+}
+
+/// The base for `covered`, ending with `line`, their `@signature-params`
+/// value: what a signer that wrote the line itself
+/// ([`super::params::write_inner_list`]) signs.
+pub fn signature_base_of(
+    message: &Message<'_>,
+    covered: &[Component],
+    line: &str,
+) -> Result<String, HttpSigError> {
     // A kakunin request's base is about 400 bytes: one allocation.
     let mut base = String::with_capacity(512);
-    for (i, component) in input.covered.iter().enumerate() {
-        if input.covered.iter().take(i).any(|c| c == component) {
+    for (i, component) in covered.iter().enumerate() {
+        if covered.iter().take(i).any(|c| c == component) {
             return Err(HttpSigError::DuplicateComponent(
                 component.name().to_string(),
             ));
@@ -36,21 +49,26 @@ pub fn signature_base(
         base.push('\n');
     }
     base.push_str("\"@signature-params\": ");
-    base.push_str(&input.line);
+    base.push_str(line);
     Ok(base)
 }
 
 /// Components the kakunin profile covers for a request: DESIGN.md's list,
 /// `content-type` only when the message has one.
-pub fn kakunin_components(has_content_type: bool) -> Vec<Component> {
-    let mut covered = vec![
-        Component::Method,
-        Component::TargetUri,
-        Component::Authority,
-        Component::Field("content-digest".into()),
-    ];
+pub fn kakunin_components(has_content_type: bool) -> &'static [Component] {
     if has_content_type {
-        covered.push(Component::Field("content-type".into()));
+        &KAKUNIN_COMPONENTS
+    } else {
+        &KAKUNIN_COMPONENTS[..KAKUNIN_COMPONENTS.len() - 1]
     }
-    covered
 }
+
+/// In signing order; `content-type` last, so that the list without it is a
+/// prefix.
+static KAKUNIN_COMPONENTS: [Component; 5] = [
+    Component::Method,
+    Component::TargetUri,
+    Component::Authority,
+    Component::Field(Cow::Borrowed("content-digest")),
+    Component::Field(Cow::Borrowed("content-type")),
+];

@@ -1,5 +1,7 @@
 //! Covered components (RFC 9421 §2) and where their values come from.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 use super::error::{malformed, HttpSigError};
@@ -17,8 +19,9 @@ pub enum Component {
     Path,
     Query,
     Status,
-    /// A header field, by its lower-case name.
-    Field(String),
+    /// A header field, by its lower-case name: borrowed for the names the
+    /// profile covers on every request, owned when read from a message.
+    Field(Cow<'static, str>),
 }
 
 impl Component {
@@ -33,7 +36,7 @@ impl Component {
             "@path" => Component::Path,
             "@query" => Component::Query,
             "@status" => Component::Status,
-            field if is_field_name(field) => Component::Field(field.to_string()),
+            field if is_field_name(field) => Component::Field(Cow::Owned(field.to_string())),
             other => return Err(HttpSigError::UnsupportedComponent(other.to_string())),
         })
     }

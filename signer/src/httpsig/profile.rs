@@ -8,13 +8,13 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use rustls::SignatureScheme;
 
 use super::alg::{self, SigAlg};
-use super::base::{kakunin_components, signature_base};
+use super::base::{kakunin_components, signature_base, signature_base_of};
 use super::batch::{self, BatchProof, BATCH_PROOF, BATCH_TAG};
 use super::component::{Message, TargetUri};
 use super::digest::content_digest;
 use super::error::{malformed, HttpSigError};
 use super::header::ParsedSignature;
-use super::params::{SignatureInput, SignatureParams};
+use super::params::{write_inner_list, ParamsRef};
 use crate::backend::KeyBackend;
 
 pub const LABEL: &str = "kakunin";
@@ -79,7 +79,9 @@ pub fn sign_request(
 #[derive(Debug)]
 pub struct UnsignedRequest {
     alg: SigAlg,
-    input_line: String,
+    /// `Signature-Input`'s value: the label, `=`, then the inner list that
+    /// the signature base ends with.
+    input_value: String,
     base: String,
     certificate: HeaderValue,
     created_ms: u64,
@@ -124,15 +126,21 @@ fn prepare(
         .map_err(|_| malformed("signature-input", "created is out of range"))?;
     let lifetime = i64::try_from(signer.lifetime_secs)
         .map_err(|_| malformed("signature-input", "expires is out of range"))?;
-    let input = SignatureInput::new(
-        kakunin_components(headers.contains_key(http::header::CONTENT_TYPE)),
-        SignatureParams {
+    let covered = kakunin_components(headers.contains_key(http::header::CONTENT_TYPE));
+    let mut input_value = String::with_capacity(LABEL.len() + 256);
+    input_value.push_str(LABEL);
+    input_value.push('=');
+    let line_start = input_value.len();
+    write_inner_list(
+        &mut input_value,
+        covered,
+        &ParamsRef {
             created: Some(created),
             expires: Some(created.saturating_add(lifetime)),
-            nonce: Some(signer.nonce.clone()),
-            keyid: Some(signer.keyid.to_string()),
-            alg: Some(alg.name().to_string()),
-            tag: Some(tag.to_string()),
+            nonce: Some(&signer.nonce),
+            keyid: Some(signer.keyid),
+            alg: Some(alg.name()),
+            tag: Some(tag),
         },
     )?;
     let message = Message::Request {
@@ -140,10 +148,14 @@ fn prepare(
         target,
         headers,
     };
-    let base = signature_base(&message, &input)?;
+    // The label is ASCII, so the list starts on a character boundary.
+    let line = input_value
+        .get(line_start..)
+        .ok_or_else(|| malformed("signature-input", "the label is not ASCII"))?;
+    let base = signature_base_of(&message, covered, line)?;
     Ok(UnsignedRequest {
         alg,
-        input_line: input.line,
+        input_value,
         base,
         certificate: signer.certificate.value().clone(),
         created_ms: signer.created_ms,
@@ -199,11 +211,7 @@ impl UnsignedRequest {
         headers: &mut HeaderMap,
         signature: &SignatureHeaders,
     ) -> Result<(), HttpSigError> {
-        set(
-            headers,
-            "signature-input",
-            format!("{LABEL}={}", self.input_line),
-        )?;
+        set(headers, "signature-input", self.input_value)?;
         headers.insert(
             HeaderName::from_static("signature"),
             signature.signature.clone(),
@@ -311,7 +319,7 @@ pub fn verify_signature(
 /// for freshness and replay are there.
 pub fn check_profile(parsed: &ParsedSignature, headers: &HeaderMap) -> Result<(), HttpSigError> {
     let required = kakunin_components(headers.contains_key(http::header::CONTENT_TYPE));
-    for component in &required {
+    for component in required {
         if !parsed.input.covered.contains(component) {
             return Err(HttpSigError::ComponentMissing(format!(
                 "{} (not covered by the signature)",
