@@ -184,17 +184,22 @@ const MAX_SF_INTEGER: i64 = 999_999_999_999_999;
 /// RFC 8941 §4.1.6: a string is printable ASCII, quoted, with `"` and `\`
 /// escaped; anything else (a control character, non-ASCII) cannot be one.
 fn write_sf_string(out: &mut String, value: &str) -> Result<(), ()> {
+    let bytes = value.as_bytes();
+    if !bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return Err(());
+    }
     out.reserve(value.len() + 2);
     out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' | '\\' => {
+    if bytes.iter().any(|&b| b == b'"' || b == b'\\') {
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
                 out.push('\\');
-                out.push(c);
             }
-            ' '..='~' => out.push(c),
-            _ => return Err(()),
+            out.push(c);
         }
+    } else {
+        // The common case (a nonce, a key id): copied whole.
+        out.push_str(value);
     }
     out.push('"');
     Ok(())
