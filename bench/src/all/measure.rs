@@ -23,6 +23,8 @@ pub struct Closed {
     pub answered: u64,
     /// The proxy's CPU (all its processes and threads) per answer, µs.
     pub cpu_us_per_request: Option<f64>,
+    /// The part of it spent in the kernel (stime), µs per answer.
+    pub kernel_us_per_request: Option<f64>,
     /// The proxy's CPU time over the window's wall time (1.0 = its core).
     pub proxy_cpu_share: Option<f64>,
     /// This process's CPU share (load generator + upstream + stand-in).
@@ -72,10 +74,10 @@ async fn connect_all(target: &Arc<Target>, n: usize) -> anyhow::Result<Vec<Conne
 }
 
 /// The proxy's CPU seconds so far (none for the direct path).
-fn proxy_cpu(running: &Running) -> Option<f64> {
+fn proxy_cpu(running: &Running) -> Option<procstat::CpuTime> {
     running
         .pid()
-        .map(|pid| procstat::cpu_seconds(&procstat::tree(pid)))
+        .map(|pid| procstat::cpu_times(&procstat::tree(pid)))
 }
 
 pub async fn closed(
@@ -132,8 +134,9 @@ pub async fn closed(
         throughput: outcome.rate(),
         answered,
         statuses: outcome.statuses.clone(),
-        cpu_us_per_request: proxy_cpu.map(|cpu| cpu * 1e6 / answered.max(1) as f64),
-        proxy_cpu_share: proxy_cpu.map(|cpu| cpu / wall),
+        cpu_us_per_request: proxy_cpu.map(|cpu| cpu.total() * 1e6 / answered.max(1) as f64),
+        kernel_us_per_request: proxy_cpu.map(|cpu| cpu.system * 1e6 / answered.max(1) as f64),
+        proxy_cpu_share: proxy_cpu.map(|cpu| cpu.total() / wall),
         bench_cpu_share: (own_after - own_before) / wall,
         handshakes: counts.handshakes,
         forwarded: counts.requests,
@@ -178,7 +181,7 @@ pub async fn open(
         achieved: outcome.rate(),
         cpu_us_per_request: proxy_before
             .zip(proxy_after)
-            .map(|(b, a)| (a - b) * 1e6 / answered),
+            .map(|(b, a)| (a - b).total() * 1e6 / answered),
         histogram: outcome.histogram,
         statuses: outcome.statuses,
         handshakes,

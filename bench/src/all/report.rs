@@ -67,11 +67,12 @@ fn statuses_text(statuses: &BTreeMap<String, u64>) -> String {
 pub fn print_closed(c: &Closed) {
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.1}{unit}"));
     println!(
-        "[closed r{}] {:<32} {:>8.0} req/s  proxy {:>8} µs/req (core {:>5})  bench core {:>3.0}%  handshakes {:>4}/{:<7}  RSS {} → {} ({} idle conns ok)  p50 {:.0} µs p99 {:.0} µs  {}",
+        "[closed r{}] {:<32} {:>8.0} req/s  proxy {:>8} µs/req (kernel {:>6}, core {:>5})  bench core {:>3.0}%  handshakes {:>4}/{:<7}  RSS {} → {} ({} idle conns ok)  p50 {:.0} µs p99 {:.0} µs  {}",
         c.round,
         c.kind.label(),
         c.throughput,
         opt(c.cpu_us_per_request, ""),
+        opt(c.kernel_us_per_request, ""),
         opt(c.proxy_cpu_share.map(|s| s * 100.0), "%"),
         c.bench_cpu_share * 100.0,
         c.handshakes,
@@ -206,6 +207,7 @@ impl Results<'_> {
             "throughput_per_s": of(&|c| Some(c.throughput)),
             "closed_loop_answers": closed.iter().map(|c| c.answered).collect::<Vec<_>>(),
             "cpu_us_per_request": of(&|c| c.cpu_us_per_request),
+            "kernel_us_per_request": of(&|c| c.kernel_us_per_request),
             "proxy_core_busy": of(&|c| c.proxy_cpu_share),
             "bench_core_busy": of(&|c| Some(c.bench_cpu_share)),
             "closed_loop_latency_us": { "p50": of(&|c| Some(c.closed_p50_us)), "p99": of(&|c| Some(c.closed_p99_us)) },
@@ -437,10 +439,10 @@ pub fn table(json: &Value) -> String {
     let settings = &json["settings"];
     let mut out = String::new();
     out.push_str(&format!(
-        "| path | requests/s (closed loop) | proxy CPU µs/request | proxy core busy | added p50 µs | added p99 µs | added p99.9 µs | p99 µs at {} /s | upstream handshakes /10,000 requests | RSS idle MiB | RSS {} idle agent connections MiB |\n",
+        "| path | requests/s (closed loop) | proxy CPU µs/request | of it in the kernel µs | proxy core busy | added p50 µs | added p99 µs | added p99.9 µs | p99 µs at {} /s | upstream handshakes /10,000 requests | RSS idle MiB | RSS {} idle agent connections MiB |\n",
         settings["open_loop_rate_per_s"], settings["idle_connections"]
     ));
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for kind in PathKind::ALL {
         let p = &paths[kind.key()];
         let added = &p["open_loop"]["added_over_direct_us"];
@@ -471,9 +473,10 @@ pub fn table(json: &Value) -> String {
             kind.label().to_string()
         };
         out.push_str(&format!(
-            "| {label} | {} | {} | {busy} | {added50} | {added99} | {added999} | {} | {} | {} | {} |\n",
+            "| {label} | {} | {} | {} | {busy} | {added50} | {added99} | {added999} | {} | {} | {} | {} |\n",
             cell(&p["throughput_per_s"], 0),
             cell(&p["cpu_us_per_request"], 1),
+            cell(&p["kernel_us_per_request"], 1),
             cell(&p["open_loop"]["latency_us"]["p99"], 0),
             cell(&p["handshakes_per_10k_requests"], 1),
             cell(&p["rss_idle_mib"], 1),
