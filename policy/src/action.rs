@@ -1,11 +1,12 @@
 //! Action rules: which requests (method, host, path) carry which constraints.
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
 use jsonc_parser::ast::Value;
 use jsonc_parser::common::Ranged;
 
 use crate::body::{self, BodyConstraint};
 use crate::error::{Denial, DenyCode};
+use crate::glob::Matcher;
 use crate::host::{Forms, HostPattern};
 use crate::path;
 use crate::rate::RateLimit;
@@ -28,7 +29,7 @@ pub struct ActionRule {
 #[derive(Debug, Clone)]
 struct PathPattern {
     normalised: String,
-    matcher: GlobMatcher,
+    matcher: Matcher,
 }
 
 impl ActionRule {
@@ -286,6 +287,6 @@ fn compile_path(s: &str) -> Result<PathPattern, String> {
         .map_err(|e| format!("invalid path glob {s:?}: {e}"))?;
     Ok(PathPattern {
         normalised,
-        matcher: glob.compile_matcher(),
+        matcher: Matcher::case_insensitive(&glob),
     })
 }

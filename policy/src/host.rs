@@ -3,11 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
 use crate::cidr;
 use crate::error::{Denial, DenyCode};
+use crate::glob::Matcher;
 
 /// A request's destination after normalisation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -246,7 +247,7 @@ fn parse_ipv4_number(p: &str) -> Option<u64> {
 pub(crate) struct HostPattern {
     pub written: String,
     pub normalised: String,
-    matcher: GlobMatcher,
+    matcher: Matcher,
 }
 
 impl HostPattern {
@@ -263,7 +264,7 @@ impl HostPattern {
         Ok(HostPattern {
             written: entry.to_string(),
             normalised,
-            matcher: glob.compile_matcher(),
+            matcher: Matcher::case_insensitive(&glob),
         })
     }
 

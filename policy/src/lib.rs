@@ -14,6 +14,7 @@ mod cidr;
 mod decide;
 mod decimal;
 mod error;
+mod glob;
 mod host;
 mod hours;
 mod jvalue;
