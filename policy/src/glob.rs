@@ -6,8 +6,8 @@
 use globset::{Glob, GlobMatcher};
 
 /// Every pattern the policy compiles is case-insensitive (`GlobBuilder::
-/// case_insensitive(true)`); [`Matcher::case_insensitive`] is only for
-/// those.
+/// case_insensitive(true)`); [`Matcher::case_insensitive`] is for those,
+/// and a glob that is not gets no shortcut.
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
     glob: GlobMatcher,
@@ -21,11 +21,15 @@ pub(crate) struct Matcher {
 const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 impl Matcher {
-    /// `glob` must have been built case-insensitive.
+    /// `glob` should have been built case-insensitive; if its regex does
+    /// not say so (globset writes `(?-u)(?i)` first: ASCII case folding),
+    /// every subject goes to the regex.
     pub(crate) fn case_insensitive(glob: &Glob) -> Matcher {
         let pattern = glob.glob();
-        let literal =
-            (pattern.is_ascii() && !pattern.contains(GLOB_SYNTAX)).then(|| pattern.to_string());
+        let literal = (glob.regex().starts_with("(?-u)(?i)")
+            && pattern.is_ascii()
+            && !pattern.contains(GLOB_SYNTAX))
+        .then(|| pattern.to_string());
         Matcher {
             glob: glob.compile_matcher(),
             literal,
@@ -34,12 +38,16 @@ impl Matcher {
 
     pub(crate) fn is_match(&self, subject: &str) -> bool {
         match &self.literal {
-            // Only for an ASCII subject, where ASCII case is all there is
-            // to fold. Anything else goes to the regex, whatever its case
-            // rules (the test holds both to the same answers, including
-            // for the Kelvin sign and the long s, which Unicode folds onto
-            // `k` and `s`).
-            Some(literal) if subject.is_ascii() => subject.eq_ignore_ascii_case(literal),
+            // Only for an ASCII subject, where the regex's ASCII case
+            // folding and this comparison agree, and one without `\`,
+            // which globset turns into `/` on platforms where it separates
+            // paths. Anything else goes to the regex (the test holds both
+            // to the same answers, including for the Kelvin sign and the
+            // long s, which full Unicode folding would map onto `k` and
+            // `s`).
+            Some(literal) if subject.is_ascii() && !subject.contains('\\') => {
+                subject.eq_ignore_ascii_case(literal)
+            }
             _ => self.glob.is_match(subject),
         }
     }
@@ -51,12 +59,16 @@ mod tests {
 
     use super::*;
 
-    fn built(pattern: &str, literal_separator: bool) -> Glob {
+    /// As the host rules (separator not literal, `\` an escape) and the
+    /// path rules (separator literal, `\` literal) build theirs, and the
+    /// other two combinations.
+    fn built(pattern: &str, literal_separator: bool, backslash_escape: bool) -> Option<Glob> {
         GlobBuilder::new(pattern)
             .case_insensitive(true)
             .literal_separator(literal_separator)
+            .backslash_escape(backslash_escape)
             .build()
-            .unwrap()
+            .ok()
     }
 
     /// The shortcut answers exactly what the compiled glob answers, for
@@ -115,13 +127,19 @@ mod tests {
             "ab",
             "a\\b",
             "a/b",
+            "/v1\\trades",
             "169.254.169.254",
             "::1",
         ];
         let mut literals = 0;
         for pattern in patterns {
-            for literal_separator in [false, true] {
-                let glob = built(pattern, literal_separator);
+            for (separator, escape) in [(false, true), (true, false), (false, false), (true, true)]
+            {
+                // A pattern one setting cannot compile (a dangling `\`) is
+                // refused when the policy is read.
+                let Some(glob) = built(pattern, separator, escape) else {
+                    continue;
+                };
                 let reference = glob.compile_matcher();
                 let matcher = Matcher::case_insensitive(&glob);
                 literals += usize::from(matcher.literal.is_some());
@@ -129,12 +147,15 @@ mod tests {
                     assert_eq!(
                         matcher.is_match(subject),
                         reference.is_match(subject),
-                        "pattern {pattern:?} (literal separator {literal_separator}), subject {subject:?}"
+                        "pattern {pattern:?} (literal separator {separator}, escapes {escape}), subject {subject:?}"
                     );
                 }
             }
         }
         // Both sides of the shortcut were exercised.
-        assert_eq!(literals, 2 * 10, "literal patterns");
+        assert_eq!(literals, 4 * 10, "literal patterns");
+        // A glob that is not case-insensitive gets no shortcut.
+        let sensitive = GlobBuilder::new("api.exchange.com").build().unwrap();
+        assert!(Matcher::case_insensitive(&sensitive).literal.is_none());
     }
 }
