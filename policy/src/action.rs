@@ -1,6 +1,5 @@
 //! Action rules: which requests (method, host, path) carry which constraints.
 
-use globset::GlobBuilder;
 use jsonc_parser::ast::Value;
 use jsonc_parser::common::Ranged;
 
@@ -279,14 +278,12 @@ fn decode_methods(d: &mut Decoder<'_>, v: &Value<'_>, key: &str) -> Option<Optio
 
 fn compile_path(s: &str) -> Result<PathPattern, String> {
     let normalised = path::normalise_pattern(s)?;
-    let glob = GlobBuilder::new(&normalised)
-        .case_insensitive(true)
-        .literal_separator(true)
-        .backslash_escape(false)
-        .build()
-        .map_err(|e| format!("invalid path glob {s:?}: {e}"))?;
+    let matcher = Matcher::new(&normalised, |b| {
+        b.literal_separator(true).backslash_escape(false);
+    })
+    .map_err(|e| format!("invalid path glob {s:?}: {e}"))?;
     Ok(PathPattern {
         normalised,
-        matcher: Matcher::case_insensitive(&glob),
+        matcher,
     })
 }

@@ -3,11 +3,10 @@
 //! case-insensitive comparison, which the pipeline makes several times a
 //! request, and globset answers it by running a regex.
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 
-/// Every pattern the policy compiles is case-insensitive (`GlobBuilder::
-/// case_insensitive(true)`); [`Matcher::case_insensitive`] is for those,
-/// and a glob that is not gets no shortcut.
+/// Every pattern the policy compiles is case-insensitive; [`Matcher::new`]
+/// makes it so, which is what lets the shortcut ignore ASCII case.
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
     glob: GlobMatcher,
@@ -21,19 +20,21 @@ pub(crate) struct Matcher {
 const GLOB_SYNTAX: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 impl Matcher {
-    /// `glob` should have been built case-insensitive; if its regex does
-    /// not say so (globset writes `(?-u)(?i)` first: ASCII case folding),
-    /// every subject goes to the regex.
-    pub(crate) fn case_insensitive(glob: &Glob) -> Matcher {
-        let pattern = glob.glob();
-        let literal = (glob.regex().starts_with("(?-u)(?i)")
-            && pattern.is_ascii()
-            && !pattern.contains(GLOB_SYNTAX))
-        .then(|| pattern.to_string());
-        Matcher {
+    /// Compiles `pattern` with the settings `configure` makes, and
+    /// case-insensitive (set last, so no setting can turn it off).
+    pub(crate) fn new(
+        pattern: &str,
+        configure: impl FnOnce(&mut GlobBuilder<'_>),
+    ) -> Result<Matcher, globset::Error> {
+        let mut builder = GlobBuilder::new(pattern);
+        configure(&mut builder);
+        let glob = builder.case_insensitive(true).build()?;
+        let literal =
+            (pattern.is_ascii() && !pattern.contains(GLOB_SYNTAX)).then(|| pattern.to_string());
+        Ok(Matcher {
             glob: glob.compile_matcher(),
             literal,
-        }
+        })
     }
 
     pub(crate) fn is_match(&self, subject: &str) -> bool {
@@ -55,20 +56,20 @@ impl Matcher {
 
 #[cfg(test)]
 mod tests {
-    use globset::GlobBuilder;
-
     use super::*;
 
-    /// As the host rules (separator not literal, `\` an escape) and the
-    /// path rules (separator literal, `\` literal) build theirs, and the
+    /// As the host rules (separator not literal, `\\` an escape) and the
+    /// path rules (separator literal, `\\` literal) build theirs, and the
     /// other two combinations.
-    fn built(pattern: &str, literal_separator: bool, backslash_escape: bool) -> Option<Glob> {
-        GlobBuilder::new(pattern)
-            .case_insensitive(true)
-            .literal_separator(literal_separator)
-            .backslash_escape(backslash_escape)
-            .build()
-            .ok()
+    fn configured(
+        literal_separator: bool,
+        backslash_escape: bool,
+    ) -> impl Fn(&mut GlobBuilder<'_>) {
+        move |builder| {
+            builder
+                .literal_separator(literal_separator)
+                .backslash_escape(backslash_escape);
+        }
     }
 
     /// The shortcut answers exactly what the compiled glob answers, for
@@ -137,11 +138,16 @@ mod tests {
             {
                 // A pattern one setting cannot compile (a dangling `\`) is
                 // refused when the policy is read.
-                let Some(glob) = built(pattern, separator, escape) else {
+                let Ok(matcher) = Matcher::new(pattern, configured(separator, escape)) else {
                     continue;
                 };
-                let reference = glob.compile_matcher();
-                let matcher = Matcher::case_insensitive(&glob);
+                let mut builder = GlobBuilder::new(pattern);
+                configured(separator, escape)(&mut builder);
+                let reference = builder
+                    .case_insensitive(true)
+                    .build()
+                    .unwrap()
+                    .compile_matcher();
                 literals += usize::from(matcher.literal.is_some());
                 for subject in subjects {
                     assert_eq!(
@@ -154,8 +160,17 @@ mod tests {
         }
         // Both sides of the shortcut were exercised.
         assert_eq!(literals, 4 * 10, "literal patterns");
-        // A glob that is not case-insensitive gets no shortcut.
-        let sensitive = GlobBuilder::new("api.exchange.com").build().unwrap();
-        assert!(Matcher::case_insensitive(&sensitive).literal.is_none());
+        // A configuration cannot make a rule case-sensitive, shortcut or not.
+        let rule = Matcher::new("api.exchange.com", |b| {
+            b.case_insensitive(false);
+        })
+        .unwrap();
+        assert!(rule.literal.is_some());
+        assert!(rule.is_match("API.EXCHANGE.COM"));
+        let rule = Matcher::new("*.exchange.com", |b| {
+            b.case_insensitive(false);
+        })
+        .unwrap();
+        assert!(rule.is_match("API.EXCHANGE.COM"));
     }
 }

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use globset::GlobBuilder;
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
 use crate::cidr;
@@ -256,15 +255,14 @@ impl HostPattern {
     /// plain labels converted to punycode.
     pub fn new(entry: &str) -> Result<HostPattern, String> {
         let normalised = normalise_pattern(entry)?;
-        let glob = GlobBuilder::new(&normalised)
-            .case_insensitive(true)
-            .literal_separator(false)
-            .build()
-            .map_err(|e| format!("invalid host glob {entry:?}: {e}"))?;
+        let matcher = Matcher::new(&normalised, |b| {
+            b.literal_separator(false);
+        })
+        .map_err(|e| format!("invalid host glob {entry:?}: {e}"))?;
         Ok(HostPattern {
             written: entry.to_string(),
             normalised,
-            matcher: Matcher::case_insensitive(&glob),
+            matcher,
         })
     }
 
