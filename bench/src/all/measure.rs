@@ -128,14 +128,15 @@ pub async fn closed(
     };
     drop(running);
     let answered = outcome.answered();
+    let per_request_us = |seconds: f64| seconds * 1e6 / answered.max(1) as f64;
     Ok(Closed {
         kind,
         round,
         throughput: outcome.rate(),
         answered,
         statuses: outcome.statuses.clone(),
-        cpu_us_per_request: proxy_cpu.map(|cpu| cpu.total() * 1e6 / answered.max(1) as f64),
-        kernel_us_per_request: proxy_cpu.map(|cpu| cpu.system * 1e6 / answered.max(1) as f64),
+        cpu_us_per_request: proxy_cpu.map(|cpu| per_request_us(cpu.total())),
+        kernel_us_per_request: proxy_cpu.map(|cpu| per_request_us(cpu.system)),
         proxy_cpu_share: proxy_cpu.map(|cpu| cpu.total() / wall),
         bench_cpu_share: (own_after - own_before) / wall,
         handshakes: counts.handshakes,

@@ -63,6 +63,16 @@ impl CpuTime {
     }
 }
 
+impl std::ops::Add for CpuTime {
+    type Output = CpuTime;
+    fn add(self, other: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
 impl std::ops::Sub for CpuTime {
     type Output = CpuTime;
     fn sub(self, before: CpuTime) -> CpuTime {
@@ -87,10 +97,7 @@ pub fn cpu_times(pids: &[u32]) -> CpuTime {
                 system: stime as f64 / ticks,
             })
         })
-        .fold(CpuTime::default(), |sum, t| CpuTime {
-            user: sum.user + t.user,
-            system: sum.system + t.system,
-        })
+        .fold(CpuTime::default(), |sum, t| sum + t)
 }
 
 /// User + system CPU seconds of `pids` so far.
