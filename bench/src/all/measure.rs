@@ -53,6 +53,8 @@ pub struct Open {
     pub histogram: Histogram<u64>,
     pub statuses: BTreeMap<String, u64>,
     pub cpu_us_per_request: Option<f64>,
+    /// The kernel's part of it (stime), as in the closed loop.
+    pub kernel_us_per_request: Option<f64>,
     pub handshakes: u64,
     /// Steal time of each CPU over the timed window, ms, by CPU number.
     pub steal_ms_by_cpu: Vec<f64>,
@@ -128,7 +130,7 @@ pub async fn closed(
     };
     drop(running);
     let answered = outcome.answered();
-    let per_request_us = |seconds: f64| seconds * 1e6 / answered.max(1) as f64;
+    let per_request_us = |seconds: f64| per_request_us(seconds, answered);
     Ok(Closed {
         kind,
         round,
@@ -174,15 +176,15 @@ pub async fn open(
     let handshakes = upstream.counts().handshakes - handshakes_before;
     drop(connections);
     drop(running);
-    let answered = outcome.answered().max(1) as f64;
+    let proxy_cpu = proxy_before.zip(proxy_after).map(|(b, a)| a - b);
+    let per_request_us = |seconds: f64| per_request_us(seconds, outcome.answered());
     Ok(Open {
         kind,
         round,
         rate,
         achieved: outcome.rate(),
-        cpu_us_per_request: proxy_before
-            .zip(proxy_after)
-            .map(|(b, a)| (a - b).total() * 1e6 / answered),
+        cpu_us_per_request: proxy_cpu.map(|cpu| per_request_us(cpu.total())),
+        kernel_us_per_request: proxy_cpu.map(|cpu| per_request_us(cpu.system)),
         histogram: outcome.histogram,
         statuses: outcome.statuses,
         handshakes,
@@ -192,6 +194,11 @@ pub async fn open(
             .map(|(after, before)| ((after - before) * 1000.0).max(0.0))
             .collect(),
     })
+}
+
+/// CPU seconds spread over the answers, in µs each.
+fn per_request_us(seconds: f64, answered: u64) -> f64 {
+    seconds * 1e6 / answered.max(1) as f64
 }
 
 fn quantile_us(outcome: &Outcome, q: f64) -> f64 {

@@ -89,7 +89,7 @@ pub fn print_closed(c: &Closed) {
 pub fn print_open(o: &Open) {
     let us = |q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req  steal ms by cpu {}  {}",
+        "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req (kernel {})  steal ms by cpu {}  {}",
         o.round,
         o.kind.label(),
         o.rate,
@@ -99,6 +99,8 @@ pub fn print_open(o: &Open) {
         us(0.999),
         o.histogram.max() as f64 / 1000.0,
         o.cpu_us_per_request
+            .map_or("-".to_string(), |v| format!("{v:.1}")),
+        o.kernel_us_per_request
             .map_or("-".to_string(), |v| format!("{v:.1}")),
         o.steal_ms_by_cpu
             .iter()
@@ -202,6 +204,10 @@ impl Results<'_> {
             .collect();
         latency.insert("max".into(), spread(&maxes));
         let open_cpu: Vec<f64> = open.iter().filter_map(|o| o.cpu_us_per_request).collect();
+        let open_kernel: Vec<f64> = open
+            .iter()
+            .filter_map(|o| o.kernel_us_per_request)
+            .collect();
         json!({
             "label": kind.label(),
             "throughput_per_s": of(&|c| Some(c.throughput)),
@@ -227,6 +233,7 @@ impl Results<'_> {
                 "latency_us": latency,
                 "added_over_direct_us": added,
                 "cpu_us_per_request": if open_cpu.is_empty() { Value::Null } else { spread(&open_cpu) },
+                "kernel_us_per_request": if open_kernel.is_empty() { Value::Null } else { spread(&open_kernel) },
                 "upstream_handshakes": open.iter().map(|o| o.handshakes).collect::<Vec<_>>(),
                 "statuses": merge_statuses(open.iter().map(|o| &o.statuses)),
                 // Per run: ms the hypervisor took from each vCPU meanwhile.
