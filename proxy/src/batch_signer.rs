@@ -6,7 +6,8 @@
 //! KMS Sign is a network round trip out of a quota. One task owns the key
 //! calls. Requests queue their leaves; the task takes the first, lets every
 //! request that is ready on the runtime run up to its own queueing (one
-//! yield), then signs everything queued as one tree. Nothing ever waits for
+//! yield; a remote key's batch takes more while requests keep arriving,
+//! see `gather`), then signs everything queued as one tree. Nothing ever waits for
 //! a batch to fill: a lone request is a batch of one, signed at once, and
 //! under load the batch is whatever arrived while the last signature was
 //! being made. So a file key's cost is shared by the requests that were
@@ -30,6 +31,10 @@ use crate::metrics::BatchMetrics;
 /// still bounding the key's calls to two per round trip under any load
 /// (at KMS's 10-20 ms, well below its default 300 Sign/s quota).
 const REMOTE_BATCHES_IN_FLIGHT: usize = 2;
+
+/// Scheduler passes a remote key's batch gathers over at most, the first
+/// included (`gather`).
+const GATHER_PASSES: usize = 4;
 
 /// A request's share of a batch signature.
 #[derive(Debug)]
@@ -122,6 +127,9 @@ async fn run(mut requests: mpsc::Receiver<Waiting>, metrics: Arc<BatchMetrics>) 
         // lone request one pass of the scheduler.
         tokio::task::yield_now().await;
         let remote = first.key.locality() != Locality::InProcess;
+        if remote {
+            gather(&requests, tokio::task::yield_now).await;
+        }
         // A remote key's batch waits for a free slot before it closes, so
         // that what arrives meanwhile joins it.
         let slot = if remote {
@@ -159,6 +167,35 @@ async fn run(mut requests: mpsc::Receiver<Waiting>, metrics: Arc<BatchMetrics>) 
         } else {
             signing.await;
         }
+    }
+}
+
+/// A remote key's batch takes further passes of the scheduler while the
+/// last one brought more requests (`GATHER_PASSES` in all at most, and not
+/// past a full batch). After a batch is answered, its agents' next requests
+/// come back over several turns of the event loop; a pass costs
+/// microseconds against a round trip of milliseconds, and every request it
+/// adds saves a share of a call to the key's quota. Measured with the KMS
+/// stand-in: ×1.11 throughput, ×0.89 CPU per request. A key in memory does
+/// not gather: there the passes cost about what the larger batches save
+/// (bench/README.md).
+async fn gather<T, P, F>(requests: &mpsc::Receiver<T>, mut pass: P)
+where
+    P: FnMut() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut queued = requests.len();
+    for _ in 1..GATHER_PASSES {
+        // `queued` waits beside the first request, which is not counted.
+        if queued == 0 || queued + 1 >= MAX_BATCH {
+            return;
+        }
+        pass().await;
+        let now = requests.len();
+        if now == queued {
+            return;
+        }
+        queued = now;
     }
 }
 
@@ -200,5 +237,44 @@ async fn sign_group(key: Arc<dyn KeyBackend>, group: Vec<Waiting>) {
                 let _ = reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `gather` over a queue that holds `queued` requests, where pass
+    /// `i` brings `arrivals[i]` more (none past the list's end). Returns
+    /// the passes it took.
+    async fn passes(queued: usize, arrivals: &[usize]) -> usize {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        for _ in 0..queued {
+            tx.try_send(()).unwrap();
+        }
+        let mut taken = 0;
+        gather(&rx, || {
+            for _ in 0..arrivals.get(taken).copied().unwrap_or(0) {
+                tx.try_send(()).unwrap();
+            }
+            taken += 1;
+            std::future::ready(())
+        })
+        .await;
+        taken
+    }
+
+    #[tokio::test]
+    async fn a_remote_batch_gathers_while_requests_keep_coming() {
+        // A lone request goes at once.
+        assert_eq!(passes(0, &[5]).await, 0);
+        // One pass brings two, the next none: the batch closes there.
+        assert_eq!(passes(1, &[2, 0, 4]).await, 2);
+        // Requests that never stop coming do not hold it open.
+        assert_eq!(passes(1, &[1; 10]).await, GATHER_PASSES - 1);
+        // A batch that is full with the first request does not wait, and
+        // one that fills up while gathering stops.
+        assert_eq!(passes(MAX_BATCH - 1, &[1]).await, 0);
+        assert_eq!(passes(MAX_BATCH - 3, &[2, 5]).await, 1);
     }
 }
