@@ -16,8 +16,6 @@
 //! than the signature over it. The key signs [`signed_message`]: a context
 //! string, the tree size and the root. docs/wire-format.md is the contract.
 
-use std::fmt::Write as _;
-
 use base64::Engine;
 use http::HeaderMap;
 use ring::digest::{self, Algorithm};
@@ -177,8 +175,11 @@ impl BatchProof {
             engine.encode_string(sibling, &mut value);
             value.push(':');
         }
-        // Writing into a String cannot fail.
-        let _ = write!(value, ");index={};size={}", self.index, self.size);
+        let mut digits = itoa::Buffer::new();
+        value.push_str(");index=");
+        value.push_str(digits.format(self.index));
+        value.push_str(";size=");
+        value.push_str(digits.format(self.size));
         value
     }
 

@@ -1,7 +1,5 @@
 //! Signature parameters (RFC 9421 §2.3) and the `@signature-params` line.
 
-use std::fmt::Write as _;
-
 use sfv::{InnerList, ListSerializer};
 
 use super::component::Component;
@@ -158,8 +156,10 @@ pub fn write_inner_list(
             if !(-MAX_SF_INTEGER..=MAX_SF_INTEGER).contains(&value) {
                 return Err(bad(key));
             }
-            // Writing into a String cannot fail.
-            let _ = write!(out, ";{key}={value}");
+            out.push(';');
+            out.push_str(key);
+            out.push('=');
+            out.push_str(itoa::Buffer::new().format(value));
         }
     }
     for (key, value) in [
@@ -184,22 +184,29 @@ const MAX_SF_INTEGER: i64 = 999_999_999_999_999;
 /// RFC 8941 §4.1.6: a string is printable ASCII, quoted, with `"` and `\`
 /// escaped; anything else (a control character, non-ASCII) cannot be one.
 fn write_sf_string(out: &mut String, value: &str) -> Result<(), ()> {
-    let bytes = value.as_bytes();
-    if !bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+    // One look at every byte, without an early exit, so that it runs over
+    // whole vectors: printable, and free of anything to escape.
+    let (printable, plain) = value.bytes().fold((true, true), |(printable, plain), b| {
+        (
+            printable & (b' '..=b'~').contains(&b),
+            plain & (b != b'"') & (b != b'\\'),
+        )
+    });
+    if !printable {
         return Err(());
     }
     out.reserve(value.len() + 2);
     out.push('"');
-    if bytes.iter().any(|&b| b == b'"' || b == b'\\') {
+    if plain {
+        // The common case (a nonce, a key id): copied whole.
+        out.push_str(value);
+    } else {
         for c in value.chars() {
             if c == '"' || c == '\\' {
                 out.push('\\');
             }
             out.push(c);
         }
-    } else {
-        // The common case (a nonce, a key id): copied whole.
-        out.push_str(value);
     }
     out.push('"');
     Ok(())

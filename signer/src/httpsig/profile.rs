@@ -248,7 +248,7 @@ impl SignatureHeaders {
             HeaderValue::try_from(text).map_err(|_| malformed(name, "not a valid header value"))
         };
         Ok(SignatureHeaders {
-            signature: value("signature", format!("{LABEL}=:{encoded}:"))?,
+            signature: value("signature", [LABEL, "=:", &encoded, ":"].concat())?,
             x_agent: value(X_AGENT_SIGNATURE, encoded)?,
         })
     }
