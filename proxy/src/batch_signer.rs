@@ -7,10 +7,10 @@
 //! calls. Requests queue their leaves; the task takes the first, lets every
 //! request that is ready on the runtime run up to its own queueing (one
 //! yield; a remote key's batch takes more while requests keep arriving,
-//! see `gather`), then signs everything queued as one tree. Nothing ever waits for
-//! a batch to fill: a lone request is a batch of one, signed at once, and
-//! under load the batch is whatever arrived while the last signature was
-//! being made. So a file key's cost is shared by the requests that were
+//! see `gather`), then signs everything queued as one tree. Nothing ever
+//! waits for a batch to fill: a lone request is a batch of one, signed at
+//! once, and under load the batch is whatever arrived while the last
+//! signature was being made. So a file key's cost is shared by the requests that were
 //! ready together, and a KMS key makes at most two calls per round trip
 //! (REMOTE_BATCHES_IN_FLIGHT) whatever the request rate.
 
@@ -176,7 +176,7 @@ async fn run(mut requests: mpsc::Receiver<Waiting>, metrics: Arc<BatchMetrics>) 
 /// come back over several turns of the event loop; a pass costs
 /// microseconds against a round trip of milliseconds, and every request it
 /// adds saves a share of a call to the key's quota. Measured with the KMS
-/// stand-in: ×1.11 throughput, ×0.89 CPU per request. A key in memory does
+/// stand-in: ×1.11 throughput, ×0.87 CPU per request. A key in memory does
 /// not gather: there the passes cost about what the larger batches save
 /// (bench/README.md).
 async fn gather<T, P, F>(requests: &mpsc::Receiver<T>, mut pass: P)

@@ -156,9 +156,7 @@ pub fn write_inner_list(
             if !(-MAX_SF_INTEGER..=MAX_SF_INTEGER).contains(&value) {
                 return Err(bad(key));
             }
-            out.push(';');
-            out.push_str(key);
-            out.push('=');
+            write_key(out, key);
             out.push_str(itoa::Buffer::new().format(value));
         }
     }
@@ -169,13 +167,18 @@ pub fn write_inner_list(
         ("tag", params.tag),
     ] {
         if let Some(value) = value {
-            out.push(';');
-            out.push_str(key);
-            out.push('=');
+            write_key(out, key);
             write_sf_string(out, value).map_err(|()| bad(key))?;
         }
     }
     Ok(())
+}
+
+/// A parameter's `;key=` (the key is one of ours: a valid RFC 8941 key).
+fn write_key(out: &mut String, key: &str) {
+    out.push(';');
+    out.push_str(key);
+    out.push('=');
 }
 
 /// RFC 8941 §3.3.1: an integer has at most 15 digits.
