@@ -85,13 +85,23 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
                 None => slower / 2.0,
             };
             for (side, closed) in closed {
-                if kind.is_kms() {
-                    lab.refill_kms(settings);
-                }
                 let open = if rate.is_finite() && rate > 0.0 {
+                    let refill = || {
+                        if kind.is_kms() {
+                            lab.refill_kms(settings);
+                        }
+                    };
                     Some(
-                        measure::open(kind, round, &envs[side], &lab.upstream, rate, settings)
-                            .await?,
+                        measure::open_quiet(
+                            kind,
+                            round,
+                            &envs[side],
+                            &lab.upstream,
+                            rate,
+                            settings,
+                            refill,
+                        )
+                        .await?,
                     )
                 } else {
                     None
@@ -116,6 +126,8 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
         "closed_seconds": settings.closed_seconds,
         "open_rate_rule": if settings.rate.is_some() { "given (--rate); the KMS path at most half its closed-loop throughput" } else { "half the lower closed-loop throughput of each round's pair" },
         "open_seconds": settings.open_seconds,
+        "max_steal_ms_per_s": settings.max_steal_ms_per_s,
+        "open_attempts": settings.open_attempts,
         "connections": settings.connections,
         "measured_at_unix": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -134,8 +146,9 @@ fn print_run(kind: PathKind, side: usize, round: usize, closed: &Closed, open: O
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let open = open.map_or(String::new(), |o| {
         format!(
-            "  open: {} µs/req, p99 {:.0} µs",
+            "  open: {} µs/req, p50 {:.0} µs, p99 {:.0} µs",
             opt(o.cpu_us_per_request),
+            o.histogram.value_at_quantile(0.5) as f64 / 1000.0,
             o.histogram.value_at_quantile(0.99) as f64 / 1000.0
         )
     });
@@ -152,7 +165,7 @@ fn print_run(kind: PathKind, side: usize, round: usize, closed: &Closed, open: O
 /// A figure of one run, if it was measured.
 type Figure = fn(&Run) -> Option<f64>;
 
-const FIGURES: [(&str, Figure); 6] = [
+const FIGURES: [(&str, Figure); 7] = [
     ("open_rate_per_s", |r| r.open.as_ref().map(|o| o.rate)),
     ("throughput_per_s", |r| Some(r.closed.throughput)),
     ("cpu_us_per_request", |r| r.closed.cpu_us_per_request),
@@ -160,12 +173,15 @@ const FIGURES: [(&str, Figure); 6] = [
     ("open_cpu_us_per_request", |r| {
         r.open.as_ref().and_then(|o| o.cpu_us_per_request)
     }),
-    ("open_p99_us", |r| {
-        r.open
-            .as_ref()
-            .map(|o| o.histogram.value_at_quantile(0.99) as f64 / 1000.0)
-    }),
+    ("open_p50_us", |r| open_quantile_us(r, 0.5)),
+    ("open_p99_us", |r| open_quantile_us(r, 0.99)),
 ];
+
+fn open_quantile_us(run: &Run, quantile: f64) -> Option<f64> {
+    run.open
+        .as_ref()
+        .map(|o| o.histogram.value_at_quantile(quantile) as f64 / 1000.0)
+}
 
 /// Each side's spread of every figure, and the median over rounds of the
 /// candidate/baseline ratio of each figure.
@@ -213,7 +229,7 @@ fn path_json(runs: &[Run], kind: PathKind) -> Value {
 /// paired ratio.
 fn table(results: &Value, kinds: &[PathKind]) -> String {
     let mut out = String::from(
-        "| path | binary | requests/s | CPU µs/request | RSS with idle agents MiB | open CPU µs/request | open p99 µs |\n|---|---|---|---|---|---|---|\n",
+        "| path | binary | requests/s | CPU µs/request | RSS with idle agents MiB | open CPU µs/request | open p50 µs | open p99 µs |\n|---|---|---|---|---|---|---|---|\n",
     );
     for kind in kinds {
         let path = &results["paths"][kind.key()];
@@ -229,22 +245,24 @@ fn table(results: &Value, kinds: &[PathKind]) -> String {
         for side in SIDES {
             let figures = &path[side];
             out.push_str(&format!(
-                "| {} | {side} | {} | {} | {} | {} | {} |\n",
+                "| {} | {side} | {} | {} | {} | {} | {} | {} |\n",
                 kind.label(),
                 cell(figures, "throughput_per_s"),
                 cell(figures, "cpu_us_per_request"),
                 cell(figures, "rss_idle_connections_mib"),
                 cell(figures, "open_cpu_us_per_request"),
+                cell(figures, "open_p50_us"),
                 cell(figures, "open_p99_us"),
             ));
         }
         out.push_str(&format!(
-            "| {} | candidate ÷ baseline (median of rounds) | {} | {} | {} | {} | {} |\n",
+            "| {} | candidate ÷ baseline (median of rounds) | {} | {} | {} | {} | {} | {} |\n",
             kind.label(),
             ratio("throughput_per_s"),
             ratio("cpu_us_per_request"),
             ratio("rss_idle_connections_mib"),
             ratio("open_cpu_us_per_request"),
+            ratio("open_p50_us"),
             ratio("open_p99_us"),
         ));
     }

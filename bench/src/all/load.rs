@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -249,43 +248,24 @@ pub async fn closed_loop(
     gather(tasks, start).await
 }
 
-/// `rate` requests per second for `seconds`: request `i` is due at
-/// `start + i / rate`, and whichever connection is free takes the next one.
-///
-/// Latency runs from the due time whenever the request waited for a
-/// connection (all were busy past its due time): that wait is the system's
-/// queueing and is counted, so a slow path is not hidden by fewer requests
-/// being sent (no coordinated omission). When a connection was free and
-/// slept until the due time, latency runs from the actual send instead:
-/// tokio's timer wakes up to ~1 ms late, and that lateness is the load
-/// generator's, not the path's.
+/// `rate` requests per second for `seconds`, released by the pacer's
+/// thread (see `pacer` for why not tokio's timer, and for when latency runs
+/// from the release): whichever connection is free takes the next one.
 pub async fn open_loop(
     connections: Vec<Connection>,
     rate: f64,
     seconds: f64,
 ) -> anyhow::Result<(Vec<Connection>, Outcome)> {
     let total = (rate * seconds).round().max(1.0) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let released = super::pacer::start(total, rate).context("starting the open loop's pacer")?;
     let tasks: Vec<_> = connections
         .into_iter()
         .map(|mut connection| {
-            let next = next.clone();
+            let released = released.clone();
             tokio::spawn(async move {
                 let mut outcome = Outcome::new()?;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
-                    let from = if Instant::now() < due {
-                        tokio::time::sleep_until(due.into()).await;
-                        Instant::now()
-                    } else {
-                        due
-                    };
+                while let Some(from) = released.next().await {
                     let answer = connection.send().await;
                     outcome.record(answer, from.elapsed());
                 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use hdrhistogram::Histogram;
 
 use super::load::{self, Connection, Outcome, Target};
@@ -58,6 +59,8 @@ pub struct Open {
     pub handshakes: u64,
     /// Steal time of each CPU over the timed window, ms, by CPU number.
     pub steal_ms_by_cpu: Vec<f64>,
+    /// Runs it took to get this one (see `open_quiet`).
+    pub attempts: usize,
 }
 
 fn run_dir(env: &Env<'_>, kind: PathKind, round: usize, phase: &str) -> std::path::PathBuf {
@@ -154,15 +157,64 @@ pub async fn closed(
     })
 }
 
-pub async fn open(
+/// `open`, run again while the hypervisor took a vCPU away for more than
+/// `settings.max_steal_ms_per_s` of the run, up to `settings.open_attempts`
+/// runs; the one with the least steal. On a shared host one steal episode
+/// of tens of ms holds every request that arrives meanwhile, so a round's
+/// p99 is that episode's length whichever proxy ran: the tail figures
+/// compare proxies only over runs the host left alone. `before_each` runs
+/// before every attempt (the KMS stand-in's quota refilled).
+pub async fn open_quiet(
     kind: PathKind,
     round: usize,
     env: &Env<'_>,
     upstream: &Upstream,
     rate: f64,
     settings: &Settings,
+    before_each: impl Fn(),
 ) -> anyhow::Result<Open> {
-    let running = paths::start(kind, env, &run_dir(env, kind, round, "open"))?;
+    let allowed_ms = settings.max_steal_ms_per_s * settings.open_seconds;
+    let mut quietest: Option<Open> = None;
+    let mut attempts = 0;
+    for attempt in 1..=settings.open_attempts.max(1) {
+        attempts = attempt;
+        before_each();
+        let run = open(kind, round, attempt, env, upstream, rate, settings).await?;
+        let steal = run.most_steal_ms();
+        if quietest.as_ref().is_none_or(|q| steal < q.most_steal_ms()) {
+            quietest = Some(run);
+        }
+        if steal <= allowed_ms {
+            break;
+        }
+        println!(
+            "[open r{round}] {}: {steal:.0} ms of steal on one vCPU (over {allowed_ms:.0}), run again",
+            kind.label()
+        );
+    }
+    let mut quietest = quietest.context("no open-loop attempt")?;
+    quietest.attempts = attempts;
+    Ok(quietest)
+}
+
+impl Open {
+    /// The most the hypervisor took from one vCPU during the run, ms.
+    fn most_steal_ms(&self) -> f64 {
+        self.steal_ms_by_cpu.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+async fn open(
+    kind: PathKind,
+    round: usize,
+    attempt: usize,
+    env: &Env<'_>,
+    upstream: &Upstream,
+    rate: f64,
+    settings: &Settings,
+) -> anyhow::Result<Open> {
+    let phase = format!("open-a{attempt}");
+    let running = paths::start(kind, env, &run_dir(env, kind, round, &phase))?;
     let connections = connect_all(&running.target, settings.connections).await?;
     // Fills the proxy's upstream pool, so the timed run measures the
     // steady state.
@@ -193,6 +245,7 @@ pub async fn open(
             .zip(&steal_before)
             .map(|(after, before)| ((after - before) * 1000.0).max(0.0))
             .collect(),
+        attempts: 1,
     })
 }
 

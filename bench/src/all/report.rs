@@ -89,7 +89,7 @@ pub fn print_closed(c: &Closed) {
 pub fn print_open(o: &Open) {
     let us = |q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req (kernel {})  steal ms by cpu {}  {}",
+        "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req (kernel {})  steal ms by cpu {} (attempts {})  {}",
         o.round,
         o.kind.label(),
         o.rate,
@@ -107,6 +107,7 @@ pub fn print_open(o: &Open) {
             .map(|ms| format!("{ms:.0}"))
             .collect::<Vec<_>>()
             .join("/"),
+        o.attempts,
         statuses_text(&o.statuses),
     );
 }
@@ -241,6 +242,9 @@ impl Results<'_> {
                     .iter()
                     .map(|o| o.steal_ms_by_cpu.iter().map(|ms| ms.round()).collect::<Vec<_>>())
                     .collect::<Vec<_>>(),
+                // Per round: runs it took to get one under the steal limit
+                // (or the quietest of them).
+                "attempts": open.iter().map(|o| o.attempts).collect::<Vec<_>>(),
             },
         })
     }
@@ -261,6 +265,9 @@ impl Results<'_> {
                 "closed_seconds": s.closed_seconds,
                 "open_seconds": s.open_seconds,
                 "warmup_seconds": s.warmup_seconds,
+                "max_steal_ms_per_s": s.max_steal_ms_per_s,
+                "open_attempts": s.open_attempts,
+                "open_loop_pacing": "a thread of its own, high-resolution sleep, 1 ns timer slack",
                 "runs": s.runs,
                 "idle_connections": s.idle_connections,
                 "open_loop_rate_per_s": round1(self.rate),
