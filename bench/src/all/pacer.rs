@@ -69,3 +69,38 @@ pub fn start(total: usize, rate: f64) -> std::io::Result<Released> {
         })?;
     Ok(Released(Arc::new(Mutex::new(released))))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::start;
+
+    #[tokio::test]
+    async fn every_request_is_released_once_and_none_before_its_time() {
+        let begun = Instant::now();
+        let released = start(20, 2_000.0).unwrap();
+        let mut times = Vec::new();
+        while let Some(from) = released.next().await {
+            times.push(from);
+        }
+        assert_eq!(times.len(), 20);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        // Request 19 is due 19 / 2,000 s after the start; sleeps end late,
+        // never early.
+        assert!(times[19] - begun >= Duration::from_micros(9_500));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waited_for_a_connection_counts_from_its_release() {
+        let released = start(1, 1_000_000.0).unwrap();
+        // Every connection busy while the request is released.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let from = released.next().await.unwrap();
+        assert!(
+            from.elapsed() >= Duration::from_millis(20),
+            "the wait for a connection was left out of the latency"
+        );
+        assert!(released.next().await.is_none());
+    }
+}
