@@ -21,6 +21,7 @@ mod pacer;
 pub mod paths;
 mod plot;
 mod procstat;
+mod quiet_core;
 mod report;
 mod upstream;
 
@@ -98,6 +99,8 @@ pub struct Lab {
     standin: Standin,
     /// The KMS key's ARN, the stand-in's endpoint, the key's certificate.
     kms: (String, String, PathBuf),
+    /// Kernel threads kept off the proxies' core until the lab is dropped.
+    quiet: Option<quiet_core::QuietCore>,
 }
 
 impl Lab {
@@ -122,11 +125,17 @@ impl Lab {
         // Certifying asks the stand-in (served by this runtime) and waits
         // on a channel: off the runtime's worker.
         let kms_cert = tokio::task::block_in_place(|| site.certify_kms(&kms_key.arn, &endpoint))?;
+        // The smoke run asserts answers only: it leaves the machine alone.
+        let quiet = match (settings.smoke, settings.proxy_core, settings.bench_core) {
+            (false, Some(proxy), Some(bench)) => Some(quiet_core::QuietCore::keep(proxy, bench)),
+            _ => None,
+        };
         Ok(Lab {
             site,
             upstream,
             standin,
             kms: (kms_key.arn, endpoint, kms_cert),
+            quiet,
         })
     }
 
@@ -221,6 +230,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     let kms_totals = lab.standin.stats();
+    let moved = lab.quiet.as_ref().map(quiet_core::QuietCore::names);
     drop(env);
     lab.shutdown().await;
 
@@ -239,6 +249,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         "this_run_cores": cores(ours),
         "other_processes_cores": cores((machine_after - machine_before - ours).max(0.0)),
         "steal_cores": cores(steal_after - steal_before),
+        "kernel_threads_kept_off_the_proxy_core": moved.unwrap_or_default(),
     });
     println!("CPU over the run, in cores: {others}");
     let results = report::Results {
