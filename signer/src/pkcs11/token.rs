@@ -91,17 +91,74 @@ fn module_path(module: &Module) -> Result<PathBuf, String> {
     ))
 }
 
+/// Listings of the module's tokens before the key is refused.
+const LISTING_ATTEMPTS: u32 = 3;
+/// Between them: long enough for another process to finish rewriting a
+/// token, short enough not to matter at start-up.
+const LISTING_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The one initialised token the URI's token attributes match.
+///
+/// A module may fail a listing while another process changes one of its
+/// tokens: SoftHSM's file store answers `CKR_GENERAL_ERROR` to
+/// `C_GetTokenInfo` while a token's files are being rewritten, and a
+/// network HSM may drop a call. Every token must be read for the match to
+/// be known unique, so a failed listing is tried again, whole, a few times,
+/// and then refuses the key (never a match over the tokens that answered).
 pub(crate) fn find_token(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, String> {
+    let tokens = with_retries(LISTING_ATTEMPTS, LISTING_PAUSE, || list_tokens(context))?;
+    choose_token(tokens, uri)
+}
+
+/// `attempt` until it succeeds or has failed `attempts` times (its last
+/// error then), pausing between tries.
+fn with_retries<T>(
+    attempts: u32,
+    pause: std::time::Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let mut tried = 1;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(err) if tried >= attempts => {
+                return Err(if attempts > 1 {
+                    format!("{err} ({tried} attempts)")
+                } else {
+                    err
+                })
+            }
+            Err(_) => {
+                tried += 1;
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+/// Every initialised token with its description.
+fn list_tokens(context: &Pkcs11) -> Result<Vec<(Slot, cryptoki::slot::TokenInfo)>, String> {
     let slots = context
         .get_slots_with_initialized_token()
         .map_err(|e| format!("cannot list the module's tokens: {e}"))?;
+    slots
+        .into_iter()
+        .map(|slot| {
+            let info = context
+                .get_token_info(slot)
+                .map_err(|e| format!("cannot read the token in slot {}: {e}", slot.id()))?;
+            Ok((slot, info))
+        })
+        .collect()
+}
+
+fn choose_token(
+    tokens: Vec<(Slot, cryptoki::slot::TokenInfo)>,
+    uri: &Pkcs11Uri,
+) -> Result<Slot, String> {
     let mut matching = Vec::new();
     let mut seen = Vec::new();
-    for slot in slots {
-        let info = context
-            .get_token_info(slot)
-            .map_err(|e| format!("cannot read the token in slot {}: {e}", slot.id()))?;
+    for (slot, info) in tokens {
         let fits =
             |wanted: &Option<String>, have: &str| wanted.as_deref().is_none_or(|w| w == have);
         let shown = format!(
@@ -381,4 +438,36 @@ fn public_key_info(session: &Session, private: ObjectHandle) -> Option<Vec<u8>> 
             Attribute::PublicKeyInfo(spki) if !spki.is_empty() => Some(spki),
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::with_retries;
+
+    #[test]
+    fn a_listing_that_fails_then_answers_is_used() {
+        let mut calls = 0;
+        let answer = with_retries(3, Duration::ZERO, || {
+            calls += 1;
+            if calls < 3 {
+                Err("CKR_GENERAL_ERROR".to_string())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(answer, Ok(3));
+    }
+
+    #[test]
+    fn a_listing_that_keeps_failing_refuses_with_its_last_error() {
+        let mut calls = 0;
+        let answer: Result<(), String> = with_retries(3, Duration::ZERO, || {
+            calls += 1;
+            Err(format!("failure {calls}"))
+        });
+        assert_eq!(answer, Err("failure 3 (3 attempts)".to_string()));
+        assert_eq!(calls, 3);
+    }
 }
