@@ -10,9 +10,10 @@
 //! see `gather`), then signs everything queued as one tree. Nothing ever
 //! waits for a batch to fill: a lone request is a batch of one, signed at
 //! once, and under load the batch is whatever arrived while the last
-//! signature was being made. So a file key's cost is shared by the requests that were
-//! ready together, and a KMS key makes at most two calls per round trip
-//! (REMOTE_BATCHES_IN_FLIGHT) whatever the request rate.
+//! signature was being made. So a file key's cost is shared by the
+//! requests that were ready together, and a KMS key makes at most two
+//! calls per round trip (REMOTE_BATCHES_IN_FLIGHT) whatever the request
+//! rate.
 
 use std::sync::Arc;
 

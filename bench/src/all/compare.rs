@@ -148,8 +148,8 @@ fn print_run(kind: PathKind, side: usize, round: usize, closed: &Closed, open: O
         format!(
             "  open: {} µs/req, p50 {:.0} µs, p99 {:.0} µs",
             opt(o.cpu_us_per_request),
-            o.histogram.value_at_quantile(0.5) as f64 / 1000.0,
-            o.histogram.value_at_quantile(0.99) as f64 / 1000.0
+            o.quantile_us(0.5),
+            o.quantile_us(0.99)
         )
     });
     println!(
@@ -178,9 +178,7 @@ const FIGURES: [(&str, Figure); 7] = [
 ];
 
 fn open_quantile_us(run: &Run, quantile: f64) -> Option<f64> {
-    run.open
-        .as_ref()
-        .map(|o| o.histogram.value_at_quantile(quantile) as f64 / 1000.0)
+    run.open.as_ref().map(|o| o.quantile_us(quantile))
 }
 
 /// Each side's spread of every figure, and the median over rounds of the

@@ -198,6 +198,11 @@ pub async fn open_quiet(
 }
 
 impl Open {
+    /// The latency at quantile `q`, µs.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        self.histogram.value_at_quantile(q) as f64 / 1000.0
+    }
+
     /// The most the hypervisor took from one vCPU during the run, ms.
     fn most_steal_ms(&self) -> f64 {
         self.steal_ms_by_cpu.iter().copied().fold(0.0, f64::max)

@@ -87,16 +87,15 @@ pub fn print_closed(c: &Closed) {
 }
 
 pub fn print_open(o: &Open) {
-    let us = |q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "[open r{}] {:<32} {:>6.0}/s (achieved {:>6.0})  p50 {:>7.0}  p99 {:>7.0}  p99.9 {:>7.0}  max {:>7.0} µs  proxy {} µs/req (kernel {})  steal ms by cpu {} (attempts {})  {}",
         o.round,
         o.kind.label(),
         o.rate,
         o.achieved,
-        us(0.5),
-        us(0.99),
-        us(0.999),
+        o.quantile_us(0.5),
+        o.quantile_us(0.99),
+        o.quantile_us(0.999),
         o.histogram.max() as f64 / 1000.0,
         o.cpu_us_per_request
             .map_or("-".to_string(), |v| format!("{v:.1}")),
@@ -180,11 +179,10 @@ impl Results<'_> {
             }
         };
         let per_10k = |c: &Closed| Some(c.handshakes as f64 * 10_000.0 / c.forwarded.max(1) as f64);
-        let us = |o: &Open, q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
         let mut latency = serde_json::Map::new();
         let mut added = serde_json::Map::new();
         for (name, q) in QUANTILES {
-            let values: Vec<f64> = open.iter().map(|o| us(o, q)).collect();
+            let values: Vec<f64> = open.iter().map(|o| o.quantile_us(q)).collect();
             latency.insert(name.into(), spread(&values));
             // Paired by round: the direct run of the same round.
             let diffs: Vec<f64> = open
@@ -194,7 +192,7 @@ impl Results<'_> {
                         .open
                         .iter()
                         .find(|d| d.kind == PathKind::Direct && d.round == o.round)?;
-                    Some(us(o, q) - us(direct, q))
+                    Some(o.quantile_us(q) - direct.quantile_us(q))
                 })
                 .collect();
             added.insert(name.into(), spread(&diffs));

@@ -121,13 +121,7 @@ fn with_retries<T>(
     loop {
         match attempt() {
             Ok(value) => return Ok(value),
-            Err(err) if tried >= attempts => {
-                return Err(if attempts > 1 {
-                    format!("{err} ({tried} attempts)")
-                } else {
-                    err
-                })
-            }
+            Err(err) if tried >= attempts => return Err(format!("{err} ({tried} attempts)")),
             Err(_) => {
                 tried += 1;
                 std::thread::sleep(pause);
@@ -136,20 +130,23 @@ fn with_retries<T>(
     }
 }
 
-/// Every initialised token with its description.
+/// Every initialised token with its description: each token read once
+/// (cryptoki's `get_slots_with_initialized_token` would read every token
+/// to filter, and this would then read each again).
 fn list_tokens(context: &Pkcs11) -> Result<Vec<(Slot, cryptoki::slot::TokenInfo)>, String> {
     let slots = context
-        .get_slots_with_initialized_token()
+        .get_slots_with_token()
         .map_err(|e| format!("cannot list the module's tokens: {e}"))?;
-    slots
-        .into_iter()
-        .map(|slot| {
-            let info = context
-                .get_token_info(slot)
-                .map_err(|e| format!("cannot read the token in slot {}: {e}", slot.id()))?;
-            Ok((slot, info))
-        })
-        .collect()
+    let mut tokens = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let info = context
+            .get_token_info(slot)
+            .map_err(|e| format!("cannot read the token in slot {}: {e}", slot.id()))?;
+        if info.token_initialized() {
+            tokens.push((slot, info));
+        }
+    }
+    Ok(tokens)
 }
 
 fn choose_token(
