@@ -11,6 +11,7 @@
 
 mod child;
 mod compare;
+mod halt_poll;
 mod haproxy;
 mod install;
 mod kakunin;
@@ -101,6 +102,8 @@ pub struct Lab {
     kms: (String, String, PathBuf),
     /// Kernel threads kept off the proxies' core until the lab is dropped.
     quiet: Option<quiet_core::QuietCore>,
+    /// The guest's halt-poll window, widened until the lab is dropped.
+    halt_poll: Option<halt_poll::HaltPoll>,
 }
 
 impl Lab {
@@ -130,12 +133,18 @@ impl Lab {
             (false, Some(proxy), Some(bench)) => Some(quiet_core::QuietCore::keep(proxy, bench)),
             _ => None,
         };
+        let halt_poll = if settings.smoke {
+            None
+        } else {
+            halt_poll::HaltPoll::raise()
+        };
         Ok(Lab {
             site,
             upstream,
             standin,
             kms: (kms_key.arn, endpoint, kms_cert),
             quiet,
+            halt_poll,
         })
     }
 
@@ -231,6 +240,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     }
     let kms_totals = lab.standin.stats();
     let moved = lab.quiet.as_ref().map(quiet_core::QuietCore::names);
+    let halt_poll_ns = lab.halt_poll.as_ref().map(|poll| poll.window_ns);
     drop(env);
     lab.shutdown().await;
 
@@ -250,6 +260,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         "other_processes_cores": cores((machine_after - machine_before - ours).max(0.0)),
         "steal_cores": cores(steal_after - steal_before),
         "kernel_threads_kept_off_the_proxy_core": moved.unwrap_or_default(),
+        "guest_halt_poll_ns_widened_to": halt_poll_ns,
     });
     println!("CPU over the run, in cores: {others}");
     let results = report::Results {
