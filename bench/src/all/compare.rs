@@ -66,9 +66,7 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             let mut closed = Vec::new();
             for side in order {
-                if kind.is_kms() {
-                    lab.refill_kms(settings);
-                }
+                lab.ready_for(kind, settings);
                 closed.push((
                     side,
                     measure::closed(kind, round, &envs[side], &lab.upstream, settings).await?,
@@ -86,11 +84,6 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
             };
             for (side, closed) in closed {
                 let open = if rate.is_finite() && rate > 0.0 {
-                    let refill = || {
-                        if kind.is_kms() {
-                            lab.refill_kms(settings);
-                        }
-                    };
                     Some(
                         measure::open_quiet(
                             kind,
@@ -99,7 +92,7 @@ pub async fn run(settings: &Settings, lab: &Lab, baseline: &Path) -> anyhow::Res
                             &lab.upstream,
                             rate,
                             settings,
-                            refill,
+                            || lab.ready_for(kind, settings),
                         )
                         .await?,
                     )

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 const PARAMETER: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
 
 /// The window set for the run: KVM's default host-side `halt_poll_ns`.
-pub const WINDOW_NS: u64 = 200_000;
+const WINDOW_NS: u64 = 200_000;
 
 /// A raised poll window, put back as it was when dropped.
 pub struct HaltPoll {

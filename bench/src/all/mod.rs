@@ -129,14 +129,14 @@ impl Lab {
         // on a channel: off the runtime's worker.
         let kms_cert = tokio::task::block_in_place(|| site.certify_kms(&kms_key.arn, &endpoint))?;
         // The smoke run asserts answers only: it leaves the machine alone.
-        let quiet = match (settings.smoke, settings.proxy_core, settings.bench_core) {
-            (false, Some(proxy), Some(bench)) => Some(quiet_core::QuietCore::keep(proxy, bench)),
-            _ => None,
-        };
-        let halt_poll = if settings.smoke {
-            None
+        let (quiet, halt_poll) = if settings.smoke {
+            (None, None)
         } else {
-            halt_poll::HaltPoll::raise()
+            let quiet = settings
+                .proxy_core
+                .zip(settings.bench_core)
+                .map(|(proxy, bench)| quiet_core::QuietCore::keep(proxy, bench));
+            (quiet, halt_poll::HaltPoll::raise())
         };
         Ok(Lab {
             site,
@@ -170,10 +170,12 @@ impl Lab {
         })
     }
 
-    /// Each KMS run starts with a fresh quota bucket, as a KMS not called
-    /// for a while.
-    fn refill_kms(&self, settings: &Settings) {
-        self.standin.set_quota(settings.kms_quota);
+    /// Before each run of `kind`: a KMS path starts with a fresh quota
+    /// bucket, as a KMS not called for a while.
+    fn ready_for(&self, kind: PathKind, settings: &Settings) {
+        if kind.is_kms() {
+            self.standin.set_quota(settings.kms_quota);
+        }
     }
 
     pub async fn shutdown(self) {
@@ -207,9 +209,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let mut closed: Vec<measure::Closed> = Vec::new();
     for round in 0..settings.runs {
         for kind in rotated(&settings.paths, round) {
-            if kind.is_kms() {
-                lab.refill_kms(settings);
-            }
+            lab.ready_for(kind, settings);
             let m = measure::closed(kind, round, &env, upstream, settings).await?;
             report::print_closed(&m);
             closed.push(m);
@@ -229,9 +229,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         for kind in rotated(&settings.paths, round) {
             let rate = if kind.is_kms() { kms_rate } else { rate };
             let m = measure::open_quiet(kind, round, &env, upstream, rate, settings, || {
-                if kind.is_kms() {
-                    lab.refill_kms(settings);
-                }
+                lab.ready_for(kind, settings)
             })
             .await?;
             report::print_open(&m);
